@@ -1,0 +1,152 @@
+"""The training view: records -> model inputs, one batched processor call per batch.
+
+Images are decoded here (lazily: pass records whose ``image`` is still ``{"bytes", "path"}``,
+e.g. ``load_bioscan(..., decode_images=False)``), so decoding and augmentation run in the
+DataLoader workers. DNA and text of the whole batch are tokenised in one call. Works the same on
+map-style and streaming (``IterableDataset``) data sets.
+
+Example:
+    >>> from torch.utils.data import DataLoader
+    >>> collator = BioscanCollator(processor, train=True)                         # doctest: +SKIP
+    >>> loader = DataLoader(load_bioscan(src, split="train", decode_images=False),
+    ...                     batch_size=32, collate_fn=collator, num_workers=2)       # doctest: +SKIP
+    >>> batch = next(iter(loader)); model(**batch.model_inputs(), return_loss=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from PIL import Image
+from transformers import BatchFeature
+
+from .schema import record_taxonomy_text
+from .transforms import TrainImageTransform
+
+MODALITIES = ("image", "dna", "text")
+
+
+def decode_image(value: Any, min_side: int | None = None) -> Image.Image | None:
+    """Decode an ``image`` cell: a PIL image, ``{"bytes", "path"}``, bytes or a path; ``None`` stays.
+
+    With ``min_side``, JPEGs much larger than needed are decoded at a reduced scale (libjpeg DCT
+    scaling, never below ``min_side`` on the shorter side), which is several times faster.
+
+    Example:
+        >>> decode_image(None) is None
+        True
+    """
+    if value is None or isinstance(value, Image.Image):
+        return value
+    if isinstance(value, Mapping):
+        data, path = value.get("bytes"), value.get("path")
+        value = data if data is not None else path
+        if value is None:
+            return None
+    image = Image.open(io.BytesIO(value) if isinstance(value, (bytes, bytearray)) else os.fspath(value))
+    if min_side is not None and image.format == "JPEG" and min(image.size) >= 2 * min_side:
+        image.draft("RGB", (min_side, min_side))
+    image.load()
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+class BioscanBatch(BatchFeature):
+    """``BatchFeature`` of tensors plus ``processid`` (a list of ids, not a tensor).
+
+    ``model_inputs()`` drops ``processid``, for ``model(**batch.model_inputs())``.
+    """
+
+    def model_inputs(self) -> dict[str, Any]:
+        """The tensors only (every key except ``processid``)."""
+        return {key: value for key, value in self.items() if key != "processid"}
+
+
+class BioscanCollator:
+    """Turn a list of BIOSCAN records into the processor's tensors (+ ``processid``).
+
+    Args:
+        processor: a ``BioscanClipProcessor``.
+        modalities: which inputs to build: any of ``"image"``, ``"dna"``, ``"text"``.
+        train: apply the original training augmentation to images (else the processor's eval
+            resize + centre crop).
+        seed: seed a private generator for the augmentation (reproducible in one process);
+            ``None`` uses the ``random`` module, seeded per DataLoader worker by PyTorch.
+
+    Raises (when called):
+        ValueError: a record lacks an image or barcode needed for ``modalities`` (the message
+            lists the processids), or an image cannot be decoded (names the processid).
+
+    Example:
+        >>> collator = BioscanCollator(processor, modalities=("dna", "text"))   # doctest: +SKIP
+        >>> batch = collator([{"processid": "A", "dna_barcode": "ACGT", "order": "Diptera"}])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        modalities: Sequence[str] = MODALITIES,
+        train: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown or not modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
+        self.processor = processor
+        self.modalities = tuple(modalities)
+        self.train = train
+        self.transform = None
+        self._min_side = None
+        if "image" in self.modalities:
+            image_processor = processor.image_processor
+            self.transform = TrainImageTransform.from_image_processor(
+                image_processor, rng=random.Random(seed) if seed is not None else None
+            ) if train else None
+            size = image_processor.size
+            self._min_side = size.get("shortest_edge") or min(size.get("height", 0), size.get("width", 0))
+
+    def _images(self, records: Sequence[Mapping[str, Any]], ids: list[Any]) -> list[Image.Image]:
+        images, missing = [], []
+        for record, processid in zip(records, ids):
+            try:
+                image = decode_image(record.get("image"), self._min_side)
+            except Exception as error:  # PIL raises OSError, SyntaxError, ValueError...
+                raise ValueError(f"record {processid!r}: image cannot be decoded ({error})") from error
+            if image is None:
+                missing.append(processid)
+            images.append(image)
+        if missing:
+            raise ValueError(f"{len(missing)} record(s) have no image but modalities include 'image': {missing[:10]}")
+        if self.transform is not None:
+            images = [self.transform(image) for image in images]
+        return images
+
+    def __call__(self, records: Sequence[Mapping[str, Any]]) -> BioscanBatch:
+        records = list(records)
+        ids = [record.get("processid") for record in records]
+        data: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {}
+        if "dna" in self.modalities:
+            barcodes = [record.get("dna_barcode") for record in records]
+            missing = [pid for pid, barcode in zip(ids, barcodes) if not barcode]
+            if missing:
+                raise ValueError(f"{len(missing)} record(s) have no barcode but modalities include 'dna': {missing[:10]}")
+            kwargs["dna"] = barcodes
+        if "text" in self.modalities:
+            kwargs["text"] = [record_taxonomy_text(record) for record in records]
+        if "image" in self.modalities:
+            images = self._images(records, ids)
+            if self.train:
+                # Already cropped to the model's size: only rescale (and normalise if configured).
+                data.update(self.processor.image_processor(
+                    images, do_resize=False, do_center_crop=False, return_tensors="pt"))
+            else:
+                kwargs["images"] = images
+        if kwargs:
+            data.update(self.processor(**kwargs, return_tensors="pt"))
+        batch = BioscanBatch(data=data, tensor_type="pt")
+        batch["processid"] = ids
+        return batch

@@ -1,0 +1,1 @@
+"""`evaluate` metric modules shipped with the package (load them by path, offline)."""

@@ -1,0 +1,133 @@
+"""DNA k-mer tokenizer: hand-computed ids, parity with a per-sequence transcription of the original, errors."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bioscan_clip_hf import BarcodeKmerTokenizer
+
+
+def original_ids(sequence: str, max_len: int = 660, k: int = 5) -> list[int]:
+    """The original pipeline, one barcode at a time (PadSequence -> KmerTokenizer -> torchtext vocab -> [0, *ids])."""
+    padded = sequence[:max_len] + "N" * max(0, max_len - len(sequence))
+    kmers = [padded[i : i + k] for i in range(0, len(padded) - k + 1, k)]
+    vocab = {token: index for index, token in enumerate(["<MASK>", "<CLS>", "<UNK>"] + ["".join(p) for p in itertools.product("ACGT", repeat=k)])}
+    return [0] + [vocab.get(kmer, 2) for kmer in kmers]
+
+
+@pytest.fixture(scope="module")
+def tok() -> BarcodeKmerTokenizer:
+    return BarcodeKmerTokenizer()
+
+
+@pytest.fixture(scope="module")
+def real_barcodes(shared_data_dir) -> list[str]:
+    with open(shared_data_dir / "real-coi" / "coi_insecta.tsv", newline="") as handle:
+        return [row["dna_barcode"] for row in csv.DictReader(handle, delimiter="\t")]
+
+
+def test_hand_computed_ids(tok):
+    ids = tok(["AAAAA" + "TTTTT" + "ACGTN" + "acgta" + "CCCCC" + "AAAAC"], return_tensors="pt")["input_ids"][0]
+    assert ids.dtype == torch.int64 and ids.shape == (133,)
+    assert ids[:7].tolist() == [0, 3, 1026, 2, 2, 3 + 341, 4]  # CCCCC = 1*(4^4+4^3+4^2+4+1) = 341; AAAAC = 1
+    assert ids[7:].tolist() == [2] * 126  # N padding
+
+
+def test_vocabulary(tok):
+    vocab = tok.get_vocab()
+    assert tok.vocab_size == len(vocab) == 1027
+    assert vocab["<MASK>"] == 0 and vocab["<CLS>"] == 1 and vocab["<UNK>"] == 2
+    assert vocab["AAAAA"] == 3 and vocab["TTTTT"] == 1026 and vocab["ACGTA"] == 3 + 0b00011011 * 4 + 0
+    assert tok.convert_ids_to_tokens([3, 1026, 2]) == ["AAAAA", "TTTTT", "<UNK>"]
+
+
+def test_truncation_at_660_and_padding_mask(tok):
+    long = "ACGTA" * 140  # 700 characters
+    changed_tail = long[:660] + "T" * 40
+    out = tok([long, changed_tail, "ACGTAC"], return_tensors="np")
+    assert out["input_ids"].shape == (3, 133)
+    np.testing.assert_array_equal(out["input_ids"][0], out["input_ids"][1])  # nothing after 660 counts
+    assert out["input_ids"][0, -1] == tok.get_vocab()["ACGTA"]
+    short = out["input_ids"][2]
+    assert short[:3].tolist() == [0, tok.get_vocab()["ACGTA"], 2]  # "C" + "NNNN" -> <UNK>
+    assert (short[3:] == 2).all()
+    assert out["attention_mask"][0].sum() == 133
+    assert out["attention_mask"][2].tolist() == [1, 1, 1] + [0] * 130  # lead + 2 k-mers overlap the barcode
+
+
+def test_parity_with_original_on_real_barcodes(tok, real_barcodes):
+    rng = random.Random(0)
+    sample = rng.sample(real_barcodes, 300)
+    # Edge cases the original maps to <UNK>: lower case, IUPAC codes, gaps, long and very short input.
+    sample += ["acgt" * 170, "ACGTRYKMSWN-" * 60, "A", "GATTACA" * 100, sample[0].lower()[:300] + sample[1]]
+    ids = tok(sample, return_tensors="np")["input_ids"]
+    expected = np.array([original_ids(s) for s in sample])
+    np.testing.assert_array_equal(ids, expected)
+
+
+def test_other_settings():
+    tok = BarcodeKmerTokenizer(k=4, stride=2, max_length=12, leading_id=None)
+    out = tok(["ACGTACGTAC"], return_tensors="pt")
+    assert out["input_ids"].shape == (1, 5)
+    assert tok.convert_ids_to_tokens(out["input_ids"][0].tolist()) == ["ACGT", "GTAC", "ACGT", "GTAC", "<UNK>"]
+    assert out["attention_mask"][0].tolist() == [1, 1, 1, 1, 1]  # every window starts inside the barcode
+    assert BarcodeKmerTokenizer(k=6).vocab_size == 3 + 4**6
+
+
+def test_clean_option():
+    strict, clean = BarcodeKmerTokenizer(), BarcodeKmerTokenizer(clean=True)
+    messy = " acgt-ACGTa\nCGTAC "
+    assert clean([messy])["input_ids"] == clean(["ACGTACGTACGTAC"])["input_ids"]
+    with pytest.raises(ValueError, match="index 0.*pass clean=True"):
+        strict([messy])
+    assert strict(["acgta"])["input_ids"][0][1] == 2  # original behaviour: lower case is <UNK>
+
+
+def test_save_and_load(tmp_path):
+    tok = BarcodeKmerTokenizer(k=4, stride=4, max_length=400, leading_id=1, clean=True)
+    tok.save_pretrained(tmp_path)
+    loaded = BarcodeKmerTokenizer.from_pretrained(tmp_path)
+    assert loaded == tok
+    assert (tmp_path / "vocab.txt").read_text().splitlines()[:4] == ["<MASK>", "<CLS>", "<UNK>", "AAAA"]
+    assert BarcodeKmerTokenizer.from_pretrained(tmp_path, clean=False).clean is False
+    with pytest.raises(OSError, match="No DNA tokenizer"):
+        BarcodeKmerTokenizer.from_pretrained(tmp_path / "missing")
+
+
+def test_return_types(tok):
+    assert isinstance(tok("ACGT")["input_ids"], list) and len(tok("ACGT")["input_ids"]) == 1
+    assert tok(["ACGT"], return_tensors="np")["input_ids"].dtype == np.int64
+    with pytest.raises(ValueError, match="return_tensors"):
+        tok(["ACGT"], return_tensors="tf")
+
+
+@pytest.mark.parametrize(
+    ("batch", "error", "message"),
+    [
+        (["ACGT", 42], TypeError, "index 1 is int, not a string"),
+        (["ACGT", None], TypeError, "index 1 is NoneType"),
+        (["ACGT", "ACGT", ""], ValueError, "index 2 is empty"),
+        (["ACGT", "ACGTXZ*"], ValueError, "index 1 contains characters outside the IUPAC nucleotide alphabet: '\\*XZ'"),
+        (["ACGTé"], ValueError, "index 0 contains characters outside .*'é'"),
+        (["ACGT", "AC GT"], ValueError, "index 1 .*' '"),
+    ],
+)
+def test_bad_barcodes(tok, batch, error, message):
+    with pytest.raises(error, match=message):
+        tok(batch)
+
+
+def test_clean_empty_after_cleaning():
+    with pytest.raises(ValueError, match="index 1 is empty after cleaning"):
+        BarcodeKmerTokenizer(clean=True)(["ACGT", " - "])
+
+
+def test_decode_round_trip(tok):
+    barcode = "ACGTA" * 132
+    assert tok.decode(tok([barcode])["input_ids"][0]) == barcode
