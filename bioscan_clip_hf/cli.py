@@ -114,8 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers -----------------------------------------------------------------------------------
 def _load_model(args):
     """Model and processor, with one-line errors for missing paths or unloadable models."""
+    import torch
+
     from . import BioscanClipModel, BioscanClipProcessor
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: CUDA is not available on this machine")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        raise CliError("--device mps: MPS is not available on this machine")
     path = Path(args.model).expanduser()
     looks_local = path.exists() or args.model.startswith((".", "/", "~")) or args.model.count("/") != 1
     if looks_local and not path.exists():

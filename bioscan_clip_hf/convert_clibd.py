@@ -57,7 +57,7 @@ TEXT_PROJ_PREFIX = "language_encoder.proj."
 # Every released model uses 64-dimensional attention heads (ViT-B 768/12, BarcodeBERT 768/12,
 # bert-small 512/8); head counts are not visible in the weight shapes.
 DEFAULT_ATTENTION_HEAD_DIM = 64
-_MAX_LISTED = 40
+_MAX_LISTED = 200  # enough for every key of a tower; longer lists end with a count
 
 
 class CheckpointError(ValueError):

@@ -27,8 +27,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .metrics.taxonomic_accuracy.taxonomic_accuracy import accuracy_report
-from .zero_shot.encode import encode_dataset, encode_texts, record_texts, resolve_device
+from .metrics.taxonomic_accuracy.topk import accuracy_report
+from .zero_shot.encode import combine_features, encode_dataset, encode_texts, record_texts, resolve_device
 from .zero_shot.novelty import calibrate_novelty
 from .zero_shot.search import search
 
@@ -107,8 +107,9 @@ def evaluate_model(
     """Run the paper's protocol and return (and optionally write) the results.
 
     Args:
-        model: a ``BioscanClipModel`` (any subset of towers); it is evaluated in eval mode on
-            ``device`` (default: where it already is) and its train/eval mode is restored.
+        model: a ``BioscanClipModel`` (any subset of towers; with Accelerate pass
+            ``accelerator.unwrap_model(model)``); it is evaluated in eval mode on ``device``
+            (default: where it already is), then its device and train/eval mode are restored.
         processor: the matching ``BioscanClipProcessor``.
         dataset: a data folder / Hub id, a ``DatasetDict``, or a ``Dataset`` with a ``split`` column.
         query_splits: (seen, unseen) query splits, e.g. ("test", "test_unseen").
@@ -167,8 +168,6 @@ def evaluate_model(
                 elif modality in ("averaged", "concatenated"):
                     image, err_i = feats(part, data, "image")
                     dna, err_d = feats(part, data, "dna")
-                    from .zero_shot.encode import combine_features
-
                     cache[(part, modality)] = (combine_features(image, dna, modality), [a or b for a, b in zip(err_i, err_d)])
                 else:
                     cache[(part, modality)] = encode_dataset(model, processor, data, modality, batch_size, progress)

@@ -421,6 +421,7 @@ def push_model_folder(
     """
     if "/" not in repo_id or repo_id.count("/") != 1:
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    check_model_folder(folder)  # before any network call
     own_staging = staging_dir is None
     staging = Path(tempfile.mkdtemp(prefix="bioscan-clip-push-")) if own_staging else Path(staging_dir)
     notes: list[str] = []

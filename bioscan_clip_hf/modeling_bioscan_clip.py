@@ -97,7 +97,7 @@ def bioscan_clip_loss(embeddings: dict[str, torch.Tensor], logit_scale: torch.Te
 
 
 class BioscanClipDnaHead(nn.Module):
-    """BarcodeBERT's MLM ``cls.predictions.transform``: dense -> GELU -> LayerNorm (hidden -> hidden)."""
+    """BarcodeBERT's MLM ``cls.predictions.transform``: dense -> exact (erf) GELU -> LayerNorm (hidden -> hidden)."""
 
     def __init__(self, hidden_size: int, layer_norm_eps: float) -> None:
         super().__init__()
@@ -224,7 +224,10 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
             raise ValueError(f"dna_input_ids must have shape [batch, tokens], got {tuple(dna_input_ids.shape)}")
         pooling = self.config.dna_pooling
         mask = None if pooling == "softmax_mean" else dna_attention_mask
-        hidden = self.dna_model(input_ids=dna_input_ids, attention_mask=mask).last_hidden_state
+        # An explicit all-ones mask equals passing none (what CLIBD does) and keeps transformers 4.x
+        # from warning that id 0, BERT's pad id and the leading id here, appears without a mask.
+        bert_mask = torch.ones_like(dna_input_ids) if mask is None else mask
+        hidden = self.dna_model(input_ids=dna_input_ids, attention_mask=bert_mask).last_hidden_state
         tokens = self.dna_projection(self.dna_head(hidden))
         if pooling != "masked_mean":
             tokens = tokens.softmax(dim=-1)
@@ -240,11 +243,22 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
         """Taxonomy-text embeddings ``[batch, projection_dim]``.
 
         The attention mask always reaches BERT; the original ``text_pooling="mean"`` then averages
-        over every position, [PAD] included (CLIBD pads to 20 tokens), ``"masked_mean"`` does not.
+        over every position, [PAD] included, ``"masked_mean"`` does not. Because CLIBD always pads to
+        ``config.text_max_length`` (20) tokens, shorter inputs (e.g. the zero-shot pipeline's
+        ``padding=True``) are right-padded to that length first under ``"mean"``, so the embedding
+        never depends on how the caller padded. Longer inputs are used as given.
         """
         self._require("text")
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must have shape [batch, tokens], got {tuple(input_ids.shape)}")
+        missing = self.config.text_max_length - input_ids.shape[1]
+        if self.config.text_pooling == "mean" and missing > 0:
+            pad_id = getattr(self.config.text_config, "pad_token_id", None) or 0
+            attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            input_ids = F.pad(input_ids, (0, missing), value=pad_id)
+            attention_mask = F.pad(attention_mask, (0, missing), value=0)
+            if token_type_ids is not None:
+                token_type_ids = F.pad(token_type_ids, (0, missing), value=0)
         hidden = self.text_model(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
@@ -262,12 +276,16 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
         dna_attention_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs: Any,
     ) -> BioscanClipOutput | tuple:
         """Embed any subset of modalities; pairwise logits for every pair given; loss on request.
 
-        Extra keyword arguments (``position_ids``, ``interpolate_pos_encoding``...) are not used and
-        are accepted only so generic callers such as pipelines can pass their inputs through.
+        Args:
+            input_ids, attention_mask, token_type_ids: taxonomy text (the processor's text outputs).
+            pixel_values: images ``[batch, 3, H, W]``.
+            dna_input_ids, dna_attention_mask: DNA k-mer ids (the processor's DNA outputs).
+            return_loss: also compute [`bioscan_clip_loss`] over the given modalities (needs two or
+                more, with equal batch sizes).
+            return_dict: return a tuple instead of [`BioscanClipOutput`] when False.
         """
         embeds: dict[str, torch.Tensor | None] = {"image": None, "dna": None, "text": None}
         if pixel_values is not None:
@@ -367,6 +385,11 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
                 dna_transform = getattr(getattr(getattr(mlm, "cls", None), "predictions", None), "transform", None)
                 if dna_transform is None:
                     raise ValueError(f"{path}: masked-LM checkpoint without a BERT-style cls.predictions.transform")
+                if getattr(tower_config, "hidden_act", "gelu") != "gelu":
+                    raise ValueError(
+                        f"{path}: its MLM transform uses {tower_config.hidden_act!r}; dna_head implements the exact "
+                        "GELU of BarcodeBERT only"
+                    )
                 towers[modality] = mlm.base_model
             else:
                 towers[modality] = AutoModel.from_pretrained(path, **tower_kwargs)

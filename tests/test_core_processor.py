@@ -114,3 +114,17 @@ def test_missing_parts_of_a_saved_processor(tmp_path, tiny_processor):
     (tmp_path / "processor_config.json").unlink()
     with pytest.raises(OSError, match="no processor_config.json"):
         BioscanClipProcessor.from_pretrained(tmp_path)
+
+
+def test_from_config_follows_the_model_settings():
+    from bioscan_clip_hf import BioscanClipConfig
+
+    config = BioscanClipConfig.from_preset(
+        "tiny", vision_config={"image_size": 112, "patch_size": 16}, dna_max_length=300, dna_leading_id=None,
+        text_max_length=12,
+    )
+    processor = BioscanClipProcessor.from_config(config)
+    assert processor.image_processor.crop_size == {"height": 112, "width": 112}
+    assert processor.image_processor.size == {"shortest_edge": 128}
+    assert processor(dna=["ACGT"])["dna_input_ids"].shape == (1, config.dna_num_tokens) == (1, 60)
+    assert processor(text=["Diptera"])["input_ids"].shape == (1, 12)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import random
 
@@ -13,12 +14,20 @@ import torch
 from bioscan_clip_hf import BarcodeKmerTokenizer
 
 
-def original_ids(sequence: str, max_len: int = 660, k: int = 5) -> list[int]:
+def original_ids(sequence: str, max_len: int = 660, k: int = 5, stride: int | None = None) -> list[int]:
     """The original pipeline, one barcode at a time (PadSequence -> KmerTokenizer -> torchtext vocab -> [0, *ids])."""
+    stride = stride or k
     padded = sequence[:max_len] + "N" * max(0, max_len - len(sequence))
-    kmers = [padded[i : i + k] for i in range(0, len(padded) - k + 1, k)]
-    vocab = {token: index for index, token in enumerate(["<MASK>", "<CLS>", "<UNK>"] + ["".join(p) for p in itertools.product("ACGT", repeat=k)])}
+    kmers = [padded[i : i + k] for i in range(0, len(padded) - k + 1, stride)]
+    vocab = torchtext_style_vocab(k)
     return [0] + [vocab.get(kmer, 2) for kmer in kmers]
+
+
+@functools.lru_cache
+def torchtext_style_vocab(k: int) -> dict[str, int]:
+    """Specials first, then every k-mer in lexicographic order (all counts 1 -> torchtext sorts by token)."""
+    tokens = ["<MASK>", "<CLS>", "<UNK>"] + ["".join(p) for p in itertools.product("ACGT", repeat=k)]
+    return {token: index for index, token in enumerate(tokens)}
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +87,14 @@ def test_other_settings():
     assert tok.convert_ids_to_tokens(out["input_ids"][0].tolist()) == ["ACGT", "GTAC", "ACGT", "GTAC", "<UNK>"]
     assert out["attention_mask"][0].tolist() == [1, 1, 1, 1, 1]  # every window starts inside the barcode
     assert BarcodeKmerTokenizer(k=6).vocab_size == 3 + 4**6
+
+
+@pytest.mark.parametrize(("k", "stride"), [(3, 3), (6, 4), (7, 7), (8, 3)])  # table path (k <= 6) and k > 6
+def test_parity_for_other_k_and_stride(real_barcodes, k, stride):
+    tok = BarcodeKmerTokenizer(k=k, stride=stride, max_length=300)
+    sample = real_barcodes[:20] + ["ACGTN" * 30, "acgtRY-" * 50, "G"]
+    expected = np.array([original_ids(s, max_len=300, k=k, stride=stride) for s in sample])
+    np.testing.assert_array_equal(tok(sample, return_tensors="np")["input_ids"], expected)
 
 
 def test_clean_option():

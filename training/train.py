@@ -23,13 +23,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script (`accelerate launch training/train.py`): make `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):
+    # Run as a script (`accelerate launch training/train.py`): import `training.*` from the repo
+    # root, and take training/ itself off the path so that training/evaluate.py cannot shadow the
+    # `evaluate` library.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
 
 import copy
+import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -149,14 +156,14 @@ def _drop_incomplete(ds, modalities: list[str]):
         return ds
 
     def keep(table):
-        mask = pc.scalar(True)
+        masks = []
         if "image" in modalities:
             image = table["image"]  # struct {bytes, path}: images are not decoded here
             has = pc.or_(pc.is_valid(pc.struct_field(image, "bytes")), pc.is_valid(pc.struct_field(image, "path")))
-            mask = pc.and_(mask, pc.and_(pc.is_valid(image), pc.fill_null(has, False)))
+            masks.append(pc.and_(pc.is_valid(image), pc.fill_null(has, False)))
         if "dna" in modalities:
-            mask = pc.and_(mask, pc.greater(pc.utf8_length(pc.fill_null(table["dna_barcode"], "")), 0))
-        return mask
+            masks.append(pc.greater(pc.utf8_length(pc.fill_null(table["dna_barcode"], "")), 0))
+        return masks[0] if len(masks) == 1 else pc.and_(masks[0], masks[1])
 
     kept = ds.with_format("arrow").filter(keep, batched=True, desc="records with every trained modality")
     return kept.with_format(None)
@@ -176,6 +183,24 @@ def count_stream_records(cfg: TrainConfig, ds) -> int | None:
     return None
 
 
+class SeededCollate:
+    """Run the collator with the augmentation seeded from (seed, epoch, rank, the batch's records).
+
+    The collator draws its augmentation from the ``random`` module; seeding it per batch makes the
+    draws independent of how far the loader has prefetched and of worker processes, so a run
+    resumed from any checkpoint augments every batch exactly as the uninterrupted run did.
+    """
+
+    def __init__(self, collator: Any, seed: int, rank: int):
+        self.collator, self.seed, self.rank, self.epoch = collator, seed, rank, 0
+
+    def __call__(self, records: list[dict[str, Any]]) -> Any:
+        ids = ",".join(str(r.get("processid")) for r in records)
+        key = f"{self.seed}:{self.epoch}:{self.rank}:{ids}".encode()
+        random.seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+        return self.collator(records)
+
+
 @dataclass
 class TrainData:
     """The training loader and how many optimiser steps make an epoch."""
@@ -184,6 +209,20 @@ class TrainData:
     steps_per_epoch: int
     batches_per_epoch: int
     streaming: bool
+    collate: SeededCollate
+    generator: torch.Generator | None = None
+
+    def start_epoch(self, epoch: int, seed: int, rank: int) -> None:
+        """Make the epoch's data order, augmentation and worker seeds a function of (seed, epoch,
+        rank) only, so a resumed run draws exactly what the uninterrupted run drew."""
+        self.collate.epoch = epoch
+        if self.streaming:
+            self.loader.dataset.set_epoch(epoch)
+            return
+        # The loader draws its workers' base seed from this generator (not the global RNG, which
+        # save_state restores for dropout); the sampler then reseeds it with data_seed + epoch.
+        self.generator.manual_seed(seed + 7919 * (epoch + 1) + 104729 * rank)
+        self.loader.set_epoch(epoch)
 
 
 def build_train_data(cfg: TrainConfig, processor: BioscanClipProcessor, accelerator: Accelerator) -> TrainData:
@@ -194,7 +233,9 @@ def build_train_data(cfg: TrainConfig, processor: BioscanClipProcessor, accelera
 
     from bioscan_clip_hf.data import BioscanCollator
 
-    collator = BioscanCollator(processor, modalities=tuple(cfg.modalities), train=True)
+    collate = SeededCollate(
+        BioscanCollator(processor, modalities=tuple(cfg.modalities), train=True), cfg.seed, accelerator.process_index
+    )
     world = accelerator.num_processes
     bs = cfg.per_device_train_batch_size
     if not cfg.streaming:
@@ -207,12 +248,19 @@ def build_train_data(cfg: TrainConfig, processor: BioscanClipProcessor, accelera
                 f"{cfg.dataset} splits {cfg.train_splits}: {len(ds)} usable records for {cfg.modalities}, "
                 f"fewer than one global batch ({bs} x {world} processes)"
             )
+        generator = torch.Generator().manual_seed(cfg.seed)
         loader = DataLoader(
-            ds, batch_size=bs, shuffle=True, drop_last=True, collate_fn=collator, num_workers=cfg.dataloader_num_workers
+            ds,
+            batch_size=bs,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=collate,
+            num_workers=cfg.dataloader_num_workers,
+            generator=generator,
         )
         loader = accelerator.prepare(loader)
         batches = len(loader)
-        return TrainData(loader, math.ceil(batches / cfg.gradient_accumulation_steps), batches, False)
+        return TrainData(loader, math.ceil(batches / cfg.gradient_accumulation_steps), batches, False, collate, generator)
 
     from datasets.distributed import split_dataset_by_node
 
@@ -226,11 +274,11 @@ def build_train_data(cfg: TrainConfig, processor: BioscanClipProcessor, accelera
     ds = _filter_stream(ds, cfg.modalities)
     ds = split_dataset_by_node(ds, rank=accelerator.process_index, world_size=world)
     ds = ds.shuffle(seed=cfg.seed, buffer_size=cfg.shuffle_buffer_size)
-    loader = DataLoader(ds, batch_size=bs, drop_last=True, collate_fn=collator, num_workers=cfg.dataloader_num_workers)
+    loader = DataLoader(ds, batch_size=bs, drop_last=True, collate_fn=collate, num_workers=cfg.dataloader_num_workers)
     # Records without a trained modality are dropped on the fly, so the count is an upper bound;
     # shards can end early, hence the 0.95 margin that keeps every process's step count equal.
     batches = max(1, int(total * 0.95) // (bs * world))
-    return TrainData(loader, math.ceil(batches / cfg.gradient_accumulation_steps), batches, True)
+    return TrainData(loader, math.ceil(batches / cfg.gradient_accumulation_steps), batches, True, collate)
 
 
 def _filter_stream(ds, modalities: list[str]):
@@ -389,7 +437,7 @@ def _is_synthetic(cfg: TrainConfig) -> bool:
     report = Path(cfg.dataset) / "build_report.json"
     if not report.is_file():
         return False
-    return json.loads(report.read_text()).get("source") == "synthetic"
+    return json.loads(report.read_text()).get("builder") == "synthetic"
 
 
 def model_for_export(accelerator: Accelerator, model: torch.nn.Module) -> BioscanClipModel | None:
@@ -541,13 +589,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     while state.epoch < epochs and state.global_step < total_steps:
         epoch = state.epoch
+        data.start_epoch(epoch, cfg.seed, accelerator.process_index)
         if data.streaming:
-            data.loader.dataset.set_epoch(epoch)
             batches = iter(data.loader)
             for _ in range(state.batches_done_in_epoch):
                 next(batches)
         else:
-            data.loader.set_epoch(epoch)
             batches = iter(
                 accelerator.skip_first_batches(data.loader, state.batches_done_in_epoch)
                 if state.batches_done_in_epoch
@@ -561,17 +608,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     embeddings = embed(model, batch, accelerator.device)
                 loss = gathered_clip_loss(embeddings, logit_scale)
                 if not torch.isfinite(loss):
-                    last = None
-                    if all(torch.isfinite(p).all() for p in model.parameters()):
-                        last = checkpoint(f"step_{state.global_step}")
-                    else:
-                        last = ckpt.latest()
+                    # Same value on every process (the loss is computed on the gathered batch), so
+                    # all stop together. Nothing is written: the checkpoints and best model on disk
+                    # stay as they were before this batch.
                     accelerator.end_training()
                     raise NonFiniteLossError(
                         f"non-finite training loss ({loss.item()}) at epoch {epoch + 1}, batch {batch_index + 1}, "
-                        f"after {state.global_step} optimiser steps; the step was not applied. Last good state: "
-                        f"{last if last else 'none saved'} (resume with --resume_from_checkpoint). Try a lower "
-                        f"learning_rate, --logit_scale_max 4.6052, --max_grad_norm 1.0 or --mixed_precision no."
+                        f"after {state.global_step} optimiser steps; training stopped without applying this step. "
+                        f"Saved state is untouched: latest checkpoint {ckpt.latest() or 'none yet'}, best model "
+                        f"{best_dir if best_dir.is_dir() else 'none yet'}. Restart (or resume an earlier checkpoint) "
+                        f"with a lower learning_rate, --logit_scale_max 4.6052 or --max_grad_norm 1.0."
                     )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm:

@@ -14,7 +14,9 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from .images import ImageStore, check_image_bytes
 from .parquet import DATA_DIR, list_shards, shard_name, write_shard
 from .report import BuildReport
 from .schema import MAX_BARCODE_LENGTH, SPLITS
+
+logger = logging.getLogger(__name__)
 
 STATE_DIR = ".build"
 """Per-shard reports and the build plan live here, so a resumed build can rebuild the full report."""
@@ -57,9 +61,20 @@ def _plan(records_by_split: Mapping[str, Sequence[dict[str, Any]]], shard_size: 
     return shards
 
 
-def _build_shard(job: tuple[_Shard, Path, ImageStore | None, bool, bool]) -> dict[str, Any]:
+_STORE: ImageStore | None = None
+"""The image store of this (worker) process, set once by ``_set_store`` rather than sent with
+every shard: a zip index of millions of entries is costly to pickle."""
+
+
+def _set_store(store: ImageStore | None) -> None:
+    global _STORE
+    _STORE = store
+
+
+def _build_shard(job: tuple[_Shard, Path, bool, bool]) -> dict[str, Any]:
     """Worker: resolve and check images, write the shard and its report; return the report."""
-    shard, out_dir, store, require_images, verify_images = job
+    shard, out_dir, require_images, verify_images = job
+    store = _STORE
     report = BuildReport(builder="shard")
     kept = []
     for source in shard.records:
@@ -83,10 +98,14 @@ def _build_shard(job: tuple[_Shard, Path, ImageStore | None, bool, bool]) -> dic
                 report.drop("unreadable_image", record["processid"], f"{key or image.get('path')}: {error}")
                 continue
         kept.append(record)
-    write_shard(kept, out_dir / DATA_DIR / shard.name)
+    if kept:  # an empty Parquet file would break readers; the shard report still marks it done
+        write_shard(kept, out_dir / DATA_DIR / shard.name)
     report.counts[shard.split] += len(kept)
     result = report.to_dict()
-    (out_dir / STATE_DIR / f"{shard.name}.json").write_text(json.dumps(result))
+    state = out_dir / STATE_DIR / f"{shard.name}.json"
+    tmp = state.with_name(state.name + ".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, state)  # the shard counts as done only once its report is complete
     return result
 
 
@@ -147,26 +166,34 @@ def run_build(
 
     done, todo = [], []
     for shard in shards:
-        finished = (out_dir / DATA_DIR / shard.name).exists() and (out_dir / STATE_DIR / f"{shard.name}.json").exists()
+        state = out_dir / STATE_DIR / f"{shard.name}.json"
+        finished = state.exists() and (
+            (out_dir / DATA_DIR / shard.name).exists() or not json.loads(state.read_text())["total_records"]
+        )
         (done if finished else todo).append(shard)
     if done:
         report.notes["shards_reused_from_previous_run"] += len(done)
     for shard in done:
         report.merge(json.loads((out_dir / STATE_DIR / f"{shard.name}.json").read_text()))
 
-    jobs = [(shard, out_dir, store, require_images, verify_images) for shard in todo]
+    jobs = [(shard, out_dir, require_images, verify_images) for shard in todo]
+    if store is not None and jobs:
+        store.prepare()
     total = sum(len(shard.records) for shard in todo)
     with tqdm(total=total, unit="rec", desc=f"building {report.builder}", disable=not jobs) as progress:
         if num_proc > 1 and len(jobs) > 1:
-            with multiprocessing.get_context().Pool(min(num_proc, len(jobs))) as pool:
+            with multiprocessing.get_context().Pool(min(num_proc, len(jobs)), _set_store, (store,)) as pool:
                 for shard, result in zip(todo, pool.imap(_build_shard, jobs)):
                     report.merge(result)
                     progress.update(len(shard.records))
         else:
+            _set_store(store)
             for shard, job in zip(todo, jobs):
                 report.merge(_build_shard(job))
                 progress.update(len(shard.records))
     report.seconds = time.perf_counter() - started
     report.write(out_dir / "build_report.json")
+    if report.dropped:
+        logger.warning("%s; ids and reasons in %s", report.summary(), out_dir / "build_report.json")
     write_dataset_card(out_dir, report=report, **(card or {}))
     return out_dir

@@ -13,8 +13,11 @@ Example:
 from __future__ import annotations
 
 import io
+import os
 import re
+import struct
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,8 +65,9 @@ class ImageStore:
                 self.folders.append(self._find_base(source))
             else:
                 raise ValueError(f"image source is neither a folder nor a zip file: {source}")
-        self._zip_handles: list[zipfile.ZipFile] | None = None
-        self._zip_index: dict[str, tuple[int, str]] | None = None
+        self._zip_index: dict[str, tuple[int, int, int, int]] | None = None
+        self._fds: dict[int, int] = {}
+        self._fd_pid: int | None = None
 
     def _key_of(self, member: str) -> str | None:
         """The release-relative key of a path inside an archive, or ``None`` if it is not an image."""
@@ -91,15 +95,37 @@ class ImageStore:
         wanted = f"a folder named {self.anchor!r}" if self.anchor else "folders named part<N>"
         raise FileNotFoundError(f"{folder}: found no {wanted} (searched 3 levels down)")
 
-    def _open_zips(self) -> None:
-        # Opened lazily, once per process: ZipFile handles cannot be shared with worker processes.
-        self._zip_handles = [zipfile.ZipFile(path) for path in self.zips]
-        self._zip_index = {}
-        for number, handle in enumerate(self._zip_handles):
-            for member in handle.namelist():
-                key = self._key_of(member)
-                if key is not None:
-                    self._zip_index.setdefault(key, (number, member))
+    def prepare(self) -> None:
+        """Index the zips' central directories (once; worker processes inherit or receive it)."""
+        if self._zip_index is not None or not self.zips:
+            return
+        index: dict[str, tuple[int, int, int, int]] = {}
+        for number, path in enumerate(self.zips):
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    key = self._key_of(info.filename)
+                    if key is not None and key not in index:
+                        index[key] = (number, info.header_offset, info.compress_size, info.compress_type)
+        self._zip_index = index
+
+    def _read_member(self, number: int, offset: int, size: int, method: int) -> bytes:
+        # os.pread needs no shared file position, so processes may read the same descriptor, and
+        # no process re-parses a central directory of millions of entries.
+        if self._fd_pid != os.getpid():
+            self._fds, self._fd_pid = {}, os.getpid()
+        if number not in self._fds:
+            self._fds[number] = os.open(self.zips[number], os.O_RDONLY)
+        fd = self._fds[number]
+        header = os.pread(fd, 30, offset)
+        if header[:4] != b"PK\x03\x04":
+            raise ValueError(f"{self.zips[number]}: no local file header at offset {offset}")
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        data = os.pread(fd, size, offset + 30 + name_length + extra_length)
+        if method == zipfile.ZIP_STORED:
+            return data
+        if method == zipfile.ZIP_DEFLATED:
+            return zlib.decompress(data, -15)
+        raise ValueError(f"{self.zips[number]}: unsupported zip compression method {method}")
 
     def read(self, key: str) -> bytes | None:
         """Bytes of the image at ``key``, or ``None`` when no source has it."""
@@ -108,16 +134,13 @@ class ImageStore:
             if path.is_file():
                 return path.read_bytes()
         if self.zips:
-            if self._zip_index is None:
-                self._open_zips()
+            self.prepare()
             found = self._zip_index.get(key)
             if found is not None:
-                number, member = found
-                return self._zip_handles[number].read(member)
+                return self._read_member(*found)
         return None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_zip_handles"] = None
-        state["_zip_index"] = None
+        state["_fds"], state["_fd_pid"] = {}, None  # descriptors do not travel to other processes
         return state

@@ -15,10 +15,10 @@ Example:
 from .bank import KeyBank, StaleBankError, model_fingerprint
 from .classifier import PREDICTION_COLUMNS, ZeroShotClassifier
 from .novelty import NoveltyCalibration, auroc, calibrate_novelty
-from .search import exact_topk, faiss_topk, search
+from .search import exact_topk, faiss_topk
 from .sequences import SequenceRecord, parse_fasta, read_sequences
 
 __all__ = [
     "KeyBank", "NoveltyCalibration", "PREDICTION_COLUMNS", "SequenceRecord", "StaleBankError", "ZeroShotClassifier",
-    "auroc", "calibrate_novelty", "exact_topk", "faiss_topk", "model_fingerprint", "parse_fasta", "read_sequences", "search",
+    "auroc", "calibrate_novelty", "exact_topk", "faiss_topk", "model_fingerprint", "parse_fasta", "read_sequences",
 ]

@@ -31,7 +31,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -198,7 +197,11 @@ class ZeroShotClassifier:
             for i, q in enumerate(queries)
         ]
         if good:
-            self._classify(rows, good, vectors, kinds, method, rank, k, batch_size, taxa, progress, feats, queries)
+            preds, nearest_scores, nearest_idx = self._predictions(queries, feats, vectors, good, method, k, batch_size, taxa, progress)
+            for j, i in enumerate(good):
+                nearest = None if nearest_idx is None else str(self.bank.table["processid"].iloc[int(nearest_idx[j, 0])])
+                cal = self.bank.calibration(kinds[i]) if self.bank is not None else None
+                self._fill_row(rows[i], preds[j], rank, float(nearest_scores[j, 0]), nearest, cal)
         for row in rows:
             for col in PREDICTION_COLUMNS:
                 row.setdefault(col, None)
@@ -206,46 +209,50 @@ class ZeroShotClassifier:
             callback(len(rows), len(rows))
         return [{col: row[col] for col in PREDICTION_COLUMNS} for row in rows]
 
-    def _classify(self, rows, good, vectors, kinds, method, rank, k, batch_size, taxa, progress, feats, queries) -> None:
-        q = vectors[good]
+    def _predictions(self, queries, feats, vectors, good, method, k, batch_size, taxa, progress):
+        """Per good query: {rank: (label, score, top labels, top scores)}, nearest similarities, nearest key rows.
+
+        The nearest key (and its similarity) comes from the bank when there is one; for the text
+        method without a bank, the most similar prompt stands in (``nearest_idx`` None).
+        """
         nearest_scores = nearest_idx = None
         if self.bank is not None:
-            kk = k if method != "text" else 1
-            nearest_scores, nearest_idx = self.bank.search(q, k=kk)
+            nearest_scores, nearest_idx = self.bank.search(vectors[good], k=k if method != "text" else 1)
             nearest_scores, nearest_idx = nearest_scores.cpu().numpy(), nearest_idx.cpu().numpy()
-        if method == "text":
-            lineages = _lineages_from(taxa) if taxa is not None else [tuple(r) for r in self.bank.taxa()[list(RANKS)].replace("", None).itertuples(index=False)]
-            prompts = self._prompt_features(lineages, batch_size, progress)
-            # Text similarity from image and/or DNA: a paired query averages its two features.
-            tq = torch.stack([self._text_query(queries[i], feats, i) for i in good])
-            logits = self.model.logit_scale.exp().float().cpu() * tq @ prompts.T
-            preds = text_rollup(torch.softmax(logits, dim=1).numpy(), lineages, k=k)
-            if nearest_scores is None:
-                best = (tq @ prompts.T).max(dim=1).values.numpy()
-                nearest_scores, nearest_idx = best[:, None], None
-        else:
+        if method != "text":
             labels = {r: self.bank.labels(r) for r in RANKS}
             rule = nearest_rule if method == "nearest" else knn_vote
-            preds = rule(labels, nearest_idx, nearest_scores, k=k)
+            return rule(labels, nearest_idx, nearest_scores, k=k), nearest_scores, nearest_idx
+        if taxa is not None:
+            lineages = _lineages_from(taxa)
+        else:
+            lineages = [tuple(v or None for v in row) for row in self.bank.taxa()[list(RANKS)].itertuples(index=False)]
+        prompts = self._prompt_features(lineages, batch_size, progress)
+        # Text similarity from image and/or DNA: a paired query averages its two features.
+        tq = torch.stack([self._text_query(queries[i], feats, i) for i in good])
+        similarity = tq @ prompts.T
+        probs = torch.softmax(self.model.logit_scale.exp().float().cpu() * similarity, dim=1)
+        if nearest_scores is None:
+            nearest_scores = similarity.max(dim=1).values.numpy()[:, None]
+        return text_rollup(probs.numpy(), lineages, k=k), nearest_scores, nearest_idx
+
+    @staticmethod
+    def _fill_row(row: dict, pred: dict, rank: str, similarity: float, nearest_id: str | None, cal) -> None:
+        """Write one query's labels (down to ``rank``), scores, top-k and novelty fields into ``row``."""
         depth = RANKS.index(rank)
-        for j, i in enumerate(good):
-            row = rows[i]
-            for d, r in enumerate(RANKS):
-                label, score, tops, top_scores = preds[j][r]
-                row[r] = label if d <= depth else None
-                row[f"{r}_score"] = score if d <= depth else None
-            label, score, tops, top_scores = preds[j][rank]
-            row["score"] = score
-            row["topk_labels"] = ";".join("" if t is None else str(t) for t in tops)
-            row["topk_scores"] = ";".join(f"{s:.4f}" for s in top_scores)
-            distance = max(0.0, float(1.0 - nearest_scores[j, 0]))
-            row["nearest_distance"] = distance
-            if nearest_idx is not None:
-                row["nearest_id"] = str(self.bank.table["processid"].iloc[int(nearest_idx[j, 0])])
-            cal = self.bank.calibration(kinds[i]) if self.bank is not None else None
-            if cal is not None:
-                row["is_novel_species"] = cal.is_novel(distance)
-                row["confident_rank"] = cal.confident_rank(distance)
+        for d, r in enumerate(RANKS):
+            row[r] = pred[r][0] if d <= depth else None
+            row[f"{r}_score"] = pred[r][1] if d <= depth else None
+        _, score, tops, top_scores = pred[rank]
+        row["score"] = score
+        row["topk_labels"] = ";".join("" if t is None else str(t) for t in tops)
+        row["topk_scores"] = ";".join(f"{s:.4f}" for s in top_scores)
+        distance = max(0.0, 1.0 - similarity)  # cosine distance; clipped at 0 against rounding
+        row["nearest_distance"] = distance
+        row["nearest_id"] = nearest_id
+        if cal is not None:
+            row["is_novel_species"] = cal.is_novel(distance)
+            row["confident_rank"] = cal.confident_rank(distance)
 
     @staticmethod
     def _text_query(query: Query, feats: dict, i: int) -> torch.Tensor:

@@ -49,12 +49,14 @@ def faiss_available() -> bool:
 def _stable_topk(scores: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``kk`` best columns per row by (score descending, column ascending).
 
-    ``torch.topk`` does not define which of several tied columns it returns at the cut, so rows
-    where the cut falls inside a run of ties are recomputed with a stable sort.
+    ``torch.topk`` does not define which of several tied columns it returns at the cut, so it is
+    asked for one extra column: rows where that column ties with the last kept one are recomputed
+    with a stable sort (rare on real-valued data, so the fast path is a single top-k pass).
     """
-    vals, idx = torch.topk(scores, kk, dim=1, largest=True, sorted=True)
-    cut = vals[:, -1:]
-    ambiguous = (scores >= cut).sum(dim=1) > kk
+    extra = min(kk + 1, scores.shape[1])
+    vals, idx = torch.topk(scores, extra, dim=1, largest=True, sorted=True)
+    ambiguous = vals[:, kk] == vals[:, kk - 1] if extra > kk else torch.zeros(scores.shape[0], dtype=torch.bool)
+    vals, idx = vals[:, :kk], idx[:, :kk]
     # Order the chosen columns by column ascending first, then stably by score descending.
     idx, _ = torch.sort(idx, dim=1)
     vals = torch.gather(scores, 1, idx)
@@ -113,11 +115,12 @@ def exact_topk(
         queries, keys: float arrays (torch or numpy); normalise them for cosine similarity.
         k: neighbours per query (clipped to the number of keys).
         chunk_size: keys per chunk; default keeps each score block near 128 MiB.
-        dtype: ``torch.float32`` (exact) or ``torch.bfloat16``: the matmul runs in bf16 (much faster
-            on CPUs with AMX/AVX512-BF16 and on GPUs) to shortlist ``max(2k, k + 16)`` candidates per
-            chunk, which are then rescored in fp32 from the same bf16-rounded vectors. The result is
-            then exact for the bf16-rounded inputs unless the bf16 rounding of the *scores* pushes a
-            true neighbour out of the shortlist.
+        dtype: ``torch.float32`` (exact) or ``torch.bfloat16``: keys are stored in bf16 (half the
+            memory) and the matmul runs in bf16 (much faster on CPUs with AMX/AVX512-BF16 and on
+            GPUs) to shortlist the ``max(2k, k + 16)`` best keys by bf16 score; the shortlist is then
+            rescored in fp32 from the same bf16-rounded vectors. The result is exact for the
+            bf16-rounded inputs unless the bf16 rounding of the *scores* pushes a true neighbour out
+            of the shortlist (approximate mode).
         query_batch: queries per block (bounds the score block together with ``chunk_size``).
 
     Returns:
@@ -144,34 +147,46 @@ def exact_topk(
     for q0 in range(0, nq, query_batch):
         q = queries[q0 : q0 + query_batch].to(dtype)
         step = chunk_size or max(2 * k, _CHUNK_ELEMENTS // max(1, q.shape[0]))
-        best_v = best_i = None
-        for c0 in range(0, n, step):
-            block = keys[c0 : c0 + step]
-            scores = q @ block.T
-            kk = min(2 * k - 1, block.shape[0])
-            if dtype == torch.bfloat16:
-                short = min(max(2 * k, k + 16), block.shape[0])
-                _, cand = torch.topk(scores, short, dim=1)
-                v, i = _stable_topk_by_index(_rescore(q, block, cand), cand, kk)
-            else:
-                v, i = _stable_topk(scores.float(), kk)
-            i = i + c0
-            if best_v is None:
-                best_v, best_i = v, i
-            else:
-                best_v, best_i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
-            if best_v.shape[1] >= k:
-                best_v, best_i = _faiss_merge(best_v, best_i, k)
+        # One score buffer reused by every chunk: fresh 100 MB allocations cost page faults.
+        buffer = torch.empty(q.shape[0] * min(step, n), dtype=dtype, device=keys.device)
+        if dtype == torch.bfloat16:
+            best_v, best_i = _bf16_block(q, keys, k, step, buffer)
+        else:
+            best_v, best_i = _fp32_block(q, keys, k, step, buffer)
         out_v[q0 : q0 + q.shape[0]], out_i[q0 : q0 + q.shape[0]] = best_v, best_i
     return out_v, out_i
 
 
-def _stable_topk_by_index(vals: torch.Tensor, idx: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reorder candidate lists by (score descending, key index ascending) and keep ``kk``."""
-    perm = torch.argsort(idx, dim=1, stable=True)
-    vals, idx = torch.gather(vals, 1, perm), torch.gather(idx, 1, perm)
-    perm = torch.argsort(vals, dim=1, descending=True, stable=True)[:, :kk]
-    return torch.gather(vals, 1, perm), torch.gather(idx, 1, perm)
+def _fp32_block(q: torch.Tensor, keys: torch.Tensor, k: int, step: int, buffer: torch.Tensor):
+    """Exact search of one query block: per chunk the 2k-1 best keys, merged by the faiss rule."""
+    best_v = best_i = None
+    for c0 in range(0, keys.shape[0], step):
+        block = keys[c0 : c0 + step]
+        scores = torch.mm(q, block.T, out=buffer[: q.shape[0] * block.shape[0]].view(q.shape[0], block.shape[0]))
+        v, i = _stable_topk(scores, min(2 * k - 1, block.shape[0]))
+        i = i + c0
+        best_v, best_i = (v, i) if best_v is None else (torch.cat([best_v, v], 1), torch.cat([best_i, i], 1))
+        if best_v.shape[1] >= k:
+            best_v, best_i = _faiss_merge(best_v, best_i, k)
+    return best_v, best_i
+
+
+def _bf16_block(q: torch.Tensor, keys: torch.Tensor, k: int, step: int, buffer: torch.Tensor):
+    """bf16 search of one query block: a shortlist by bf16 scores across all chunks, then the
+    shortlist rescored once in fp32 (from the same bf16 vectors) and ranked by the faiss rule."""
+    short = min(max(2 * k, k + 16), keys.shape[0])
+    cand_v = cand_i = None
+    for c0 in range(0, keys.shape[0], step):
+        block = keys[c0 : c0 + step]
+        scores = torch.mm(q, block.T, out=buffer[: q.shape[0] * block.shape[0]].view(q.shape[0], block.shape[0]))
+        v, i = torch.topk(scores, min(short, block.shape[0]), dim=1)
+        i = i + c0
+        if cand_v is not None:
+            v, i = torch.cat([cand_v, v], 1), torch.cat([cand_i, i], 1)
+            v, pos = torch.topk(v, min(short, v.shape[1]), dim=1)
+            i = torch.gather(i, 1, pos)
+        cand_v, cand_i = v, i
+    return _faiss_merge(_rescore(q, keys, cand_i), cand_i, k)
 
 
 def faiss_topk(queries: torch.Tensor | np.ndarray, keys: torch.Tensor | np.ndarray, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,198 @@
+"""``bioscan-clip push``: the staged folder is exactly what gets uploaded, and it loads offline in a clean
+process through AutoModel, AutoProcessor and the zero-shot pipeline. The Hub calls are exercised against a
+recording stand-in for ``HfApi`` (no network in tests)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from bioscan_clip_hf.hub import ModelFolderError, add_push_parser, push_model_folder
+
+BARCODE = "AACATTATATTTTATTTTTGGAATTTGAGCAGGAATAGTAGGAACTTCTTTAAGAATTTTAATTCGAGCTGAATTAGGTCAACCAGGATCATTAATTGG"
+LABELS = ["Diptera Cecidomyiidae", "Hymenoptera Braconidae", "Coleoptera Staphylinidae"]
+
+LOADER = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor, pipeline
+
+    folder = sys.argv[1]
+    image = Image.new("RGB", (300, 260), (180, 120, 40))
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    inputs = processor(images=[image], dna=[sys.argv[2]], text=json.loads(sys.argv[3]))
+    with torch.no_grad():
+        out = model(**inputs)
+    clf = pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)
+    preds = clf(image, candidate_labels=json.loads(sys.argv[3]), hypothesis_template="{}")
+    print(json.dumps({
+        "model_module": type(model).__module__,
+        "processor": type(processor).__name__,
+        "package_imported": "bioscan_clip_hf" in sys.modules,
+        "image": out.image_embeds.tolist(), "dna": out.dna_embeds.tolist(), "text": out.text_embeds.tolist(),
+        "pipeline": preds,
+    }))
+    """
+)
+
+
+@pytest.fixture()
+def model_folder(tmp_path, tiny_model_dir) -> Path:
+    """A model folder as training leaves it: model, processor, key bank, evaluation, plus training leftovers."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "key_bank").mkdir()
+    (folder / "key_bank" / "embeddings.safetensors").write_bytes(b"bank")
+    (folder / "key_bank" / "keys.parquet").write_bytes(b"table")
+    for junk in ("optimizer.pt", "training_args.bin", "rng_state.pth"):
+        (folder / junk).write_bytes(b"x")
+    (folder / "checkpoint-10").mkdir()
+    (folder / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "modeling_bioscan_clip.cpython-311.pyc").write_bytes(b"x")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "lock").write_bytes(b"x")
+    return folder
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bioscan-clip")
+    add_push_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_dry_run_stages_a_folder_that_loads_in_a_clean_process(tmp_path, model_folder, capsys):
+    staging = tmp_path / "staging"
+    from bioscan_clip_hf.cli import main as cli_main
+
+    assert cli_main(["push", str(model_folder), "--repo-id", "my-org/bioscan-clip-tiny", "--dry-run",
+                     "--staging-dir", str(staging), "--dataset", "bioscan-ml/BIOSCAN-5M"]) == 0
+    printed = capsys.readouterr().out
+    assert "Would upload" in printed and "my-org/bioscan-clip-tiny@main" in printed
+
+    staged = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    for wanted in ("config.json", "model.safetensors", "modeling_bioscan_clip.py", "configuration_bioscan_clip.py",
+                   "processing_bioscan_clip.py", "tokenization_barcode.py", "processor_config.json",
+                   "preprocessor_config.json", "tokenizer.json", "README.md", "key_bank/embeddings.safetensors",
+                   "key_bank/keys.parquet"):
+        assert wanted in staged, f"{wanted} not staged: {staged}"
+        assert wanted in printed
+    assert any(p.startswith("dna_tokenizer/") for p in staged)
+    leftovers = [p for p in staged if p.endswith((".pt", ".bin", ".pth", ".pyc")) or p.startswith(("checkpoint-", ".", "__"))]
+    assert not leftovers
+    assert 'revision="main"' in (staging / "README.md").read_text()
+
+    # A fresh interpreter in another directory, offline, with an empty HF cache: only the staged files.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TOKENIZERS_PARALLELISM="false")
+    run = subprocess.run([sys.executable, "-c", LOADER, str(staging), BARCODE, json.dumps(LABELS)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in run.stdout, "trust_remote_code=True must be enough, no prompt"
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["model_module"].startswith("transformers_modules."), got["model_module"]
+    assert got["processor"] == "BioscanClipProcessor"
+    assert not got["package_imported"], "the staged folder must not need the bioscan_clip_hf package"
+    assert sorted(p["label"] for p in got["pipeline"]) == sorted(LABELS)
+    assert sum(p["score"] for p in got["pipeline"]) == pytest.approx(1.0, abs=1e-5)
+
+    # Same embeddings as the original folder loaded in this process.
+    from bioscan_clip_hf import BioscanClipModel, BioscanClipProcessor
+    from PIL import Image
+
+    model = BioscanClipModel.from_pretrained(model_folder).eval()
+    processor = BioscanClipProcessor.from_pretrained(model_folder)
+    inputs = processor(images=[Image.new("RGB", (300, 260), (180, 120, 40))], dna=[BARCODE], text=LABELS)
+    with torch.no_grad():
+        out = model(**inputs)
+    for name in ("image", "dna", "text"):
+        assert torch.allclose(torch.tensor(got[name]), getattr(out, f"{name}_embeds"), atol=1e-6)
+
+
+class RecordingApi:
+    """Stands in for huggingface_hub.HfApi: records calls, remembers what each upload contained."""
+
+    def __init__(self, has_card: bool):
+        self.has_card = has_card
+        self.calls: list[tuple[str, dict]] = []
+        self.uploaded: list[str] = []
+        self.card_text: str | None = None
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+    def create_branch(self, repo_id, **kwargs):
+        self.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+    def file_exists(self, repo_id, filename, **kwargs):
+        self.calls.append(("file_exists", {"repo_id": repo_id, "filename": filename, **kwargs}))
+        return self.has_card and filename == "README.md"
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+        root = Path(kwargs["folder_path"])
+        self.uploaded = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        if "README.md" in self.uploaded:
+            self.card_text = (root / "README.md").read_text()
+        return SimpleNamespace(oid="c0ffee" * 6 + "abcd", commit_url="https://huggingface.co/x/commit/1")
+
+    def upload_file(self, **kwargs):
+        self.calls.append(("upload_file", kwargs))
+        self.card_text = kwargs["path_or_fileobj"].decode()
+        return SimpleNamespace(oid="f" * 40, commit_url="https://huggingface.co/x/commit/2")
+
+
+def test_push_creates_repo_uploads_and_pins_the_generated_card(model_folder):
+    api = RecordingApi(has_card=False)
+    result = push_model_folder(model_folder, "my-org/tiny", private=True, revision="v1", api=api)
+    names = [name for name, _ in api.calls]
+    assert names == ["create_repo", "create_branch", "file_exists", "upload_folder", "upload_file"]
+    assert api.calls[0][1]["private"] is True and api.calls[0][1]["exist_ok"] is True
+    assert api.calls[1][1]["branch"] == "v1"
+    assert api.calls[3][1]["revision"] == "v1"
+    assert "README.md" in api.uploaded and "model.safetensors" in api.uploaded
+    assert not any(p.endswith((".pt", ".bin", ".pth")) for p in api.uploaded)
+    # The second commit pins the usage snippet to the commit holding the weights.
+    assert 'revision="c0ffeec0ffee' in api.card_text
+    assert result.card == "generated" and result.card_commit_url
+    assert not result.staging_dir.exists(), "the temporary staging folder is removed after a real push"
+
+
+def test_existing_card_is_kept_unless_overwrite(model_folder):
+    api = RecordingApi(has_card=True)
+    result = push_model_folder(model_folder, "my-org/tiny", api=api)
+    assert "README.md" not in api.uploaded and "model.safetensors" in api.uploaded
+    assert "upload_file" not in [name for name, _ in api.calls]
+    assert result.card == "kept existing card on the Hub"
+
+    api = RecordingApi(has_card=True)
+    (model_folder / "README.md").write_text("---\nlicense: mit\n---\n# My own card\n")
+    result = push_model_folder(model_folder, "my-org/tiny", api=api, overwrite_card=True)
+    assert "README.md" in api.uploaded and api.card_text.endswith("# My own card\n")
+    assert result.card == "folder"
+    assert "upload_file" not in [name for name, _ in api.calls]
+
+
+def test_incomplete_folders_are_refused(tmp_path, model_folder, capsys):
+    (model_folder / "processor_config.json").unlink()
+    (model_folder / "model.safetensors").unlink()
+    with pytest.raises(ModelFolderError, match="model.safetensors, processor_config.json"):
+        push_model_folder(model_folder, "my-org/tiny", dry_run=True, staging_dir=tmp_path / "s")
+    args = _parse(["push", str(model_folder), "--repo-id", "my-org/tiny", "--dry-run"])
+    assert args.func(args) == 2
+    assert "not a complete model folder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="org/name"):
+        push_model_folder(model_folder, "no-org", dry_run=True)

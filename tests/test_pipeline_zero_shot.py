@@ -1,0 +1,47 @@
+"""transformers' ``zero-shot-image-classification`` pipeline on our model folders, with taxon names as labels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+ORDERS = ["Diptera", "Hymenoptera", "Coleoptera", "Lepidoptera", "Hemiptera"]
+# Order names rendered like the original taxonomy strings of records identified to order only.
+TEMPLATE = "{} not_classified not_classified not_classified"
+
+
+def test_pipeline_scores_are_the_models_image_text_probabilities(tmp_path, tiny_model_dir):
+    from bioscan_clip_hf import BioscanClipModel, BioscanClipProcessor
+
+    clf = pipeline("zero-shot-image-classification", model=str(tiny_model_dir), trust_remote_code=True)
+    images = [Image.new("RGB", (320, 240), (210, 120, 40)), Image.new("RGB", (256, 300), (30, 90, 160))]
+    path = tmp_path / "specimen.jpg"
+    images[1].save(path)
+    single = clf(images[0], candidate_labels=ORDERS, hypothesis_template=TEMPLATE)
+    batch = clf([images[0], str(path)], candidate_labels=ORDERS, hypothesis_template=TEMPLATE)
+
+    model = BioscanClipModel.from_pretrained(tiny_model_dir).eval()
+    processor = BioscanClipProcessor.from_pretrained(tiny_model_dir)
+    # The processor pads texts to 20 tokens, the pipeline to the longest label: same probabilities anyway.
+    inputs = processor(images=[images[0], Image.open(path)], text=[TEMPLATE.format(o) for o in ORDERS])
+    with torch.no_grad():
+        probs = model(**inputs).logits_per_image.softmax(dim=-1)
+
+    assert [p["label"] for p in single] == [p["label"] for p in batch[0]]
+    for row, preds in zip(probs, batch):
+        assert [p["score"] for p in preds] == sorted((p["score"] for p in preds), reverse=True)
+        for p in preds:
+            assert p["score"] == pytest.approx(row[ORDERS.index(p["label"])].item(), abs=1e-5)
+
+
+def test_pipeline_needs_a_text_tower(tmp_path):
+    from bioscan_clip_hf import BioscanClipConfig, BioscanClipModel, BioscanClipProcessor
+
+    folder = tmp_path / "image_dna"
+    BioscanClipModel(BioscanClipConfig.from_preset("tiny", modalities=["image", "dna"])).save_pretrained(folder)
+    BioscanClipProcessor.from_preset("tiny").save_pretrained(folder)
+    clf = pipeline("zero-shot-image-classification", model=str(folder), trust_remote_code=True)
+    with pytest.raises(ValueError, match="no text tower"):
+        clf(Image.new("RGB", (256, 256)), candidate_labels=ORDERS)

@@ -1,0 +1,59 @@
+"""The paper's protocol on a small labelled set: every pair, JSON / Markdown / PNG outputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bioscan_clip_hf.data import load_bioscan
+from bioscan_clip_hf.evaluation import ALL_PAIRS, evaluate_model, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_evaluate_model_all_pairs_and_outputs(tiny_model, tiny_processor, zeroshot_data_dir, tmp_path):
+    tiny_model.train()
+    res = evaluate_model(tiny_model, tiny_processor, zeroshot_data_dir, output_dir=tmp_path, title="test data", progress=False)
+    assert tiny_model.training  # mode restored
+    tiny_model.eval()
+    assert res["protocol"]["pairs"] == [f"{q}->{k}" for q, k in ALL_PAIRS]
+    assert res["protocol"]["n_seen"] == 6 and res["protocol"]["n_unseen"] == 3 and res["protocol"]["n_keys"] == 24
+    for pair, per_rank in res["pairs"].items():
+        for rank, rep in per_rank.items():
+            assert rep["n_seen"] == 6 and rep["n_unseen"] == 3
+            assert 0 <= rep["seen_macro_top1"] <= rep["seen_macro_top5"] <= 100
+    # Image features separate genera perfectly on this data (colour = genus) -> 100% image->image genus.
+    assert res["pairs"]["image->image"]["genus"]["seen_micro_top1"] == 100.0
+    assert set(res["novelty"]) == set(res["pairs"]) and all(0 <= v["auroc"] <= 1 for v in res["novelty"].values())
+    top1 = [v for pr in res["pairs"].values() for rep in pr.values() for key, v in rep.items()
+            if key.endswith("_top1") and not key.startswith("hm_")]
+    assert res["selection_score"] == pytest.approx(sum(top1) / len(top1))
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["pairs"].keys() == res["pairs"].keys()
+    table = (tmp_path / "results.md").read_text()
+    assert table == markdown_table(res)
+    assert "| Species | image → image |" in table and "Micro H.M." in table and "test data" in table
+    assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dataset_object_and_pair_subset(tiny_model, tiny_processor, zeroshot_data_dir):
+    data = load_bioscan(zeroshot_data_dir)  # DatasetDict
+    res = evaluate_model(tiny_model, tiny_processor, data, query_splits=("test", "test_unseen"),
+                         pairs=[("dna", "dna")], k_values=(1,), progress=False)
+    assert list(res["pairs"]) == ["dna->dna"] and "seen_micro_top1" in res["pairs"]["dna->dna"]["order"]
+    with pytest.raises(ValueError, match="no split"):
+        evaluate_model(tiny_model, tiny_processor, data, query_splits=("val", "nope"), progress=False)
+
+
+def test_training_evaluate_wrapper(tiny_model_dir, zeroshot_data_dir, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "training" / "evaluate.py"), "--model", str(tiny_model_dir), "--data",
+         str(zeroshot_data_dir), "--split", "test", "--out", str(tmp_path), "--no-progress", "--device", "cpu"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| Order |" in proc.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["protocol"]["query_splits"] == ["test", "test_unseen"]
