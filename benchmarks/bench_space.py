@@ -51,6 +51,7 @@ def load_app():
     """``space/app.py`` as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("space_app", APP)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

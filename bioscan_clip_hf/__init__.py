@@ -13,6 +13,7 @@ Example:
 >>> embeds = model.get_dna_features(**processor(dna=["ACGT" * 165]))
 >>> embeds.shape
 torch.Size([1, 32])
+
 ```
 """
 

@@ -169,6 +169,7 @@ class BioscanClipConfig(_BaseConfig):
     >>> model = BioscanClipModel(config)
     >>> model.config.projection_dim
     32
+
     ```
     """
 
@@ -281,6 +282,7 @@ class BioscanClipConfig(_BaseConfig):
         ```python
         >>> BioscanClipConfig.from_preset("tiny", modalities=["image", "dna"]).modalities
         ['image', 'dna']
+
         ```
         """
         if name not in _PRESETS:

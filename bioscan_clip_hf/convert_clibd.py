@@ -459,18 +459,12 @@ def build_model(config: BioscanClipConfig, state_dict: dict[str, torch.Tensor]):
 
 
 def build_processor(config: BioscanClipConfig, text_tokenizer: str | Path):
-    """The processor of a converted model: the original image preprocessing (shorter side 256/224 of the
-    crop, centre crop at the model's input size, no normalisation), the original 5-mer DNA tokenisation
-    (reference §1.2) and the given text tokenizer (max length 20)."""
+    """The processor of a converted model: the original image preprocessing at the model's input size (no
+    normalisation), the original 5-mer DNA tokenisation (reference §1.2) and the given text tokenizer
+    (max length 20)."""
     from .processing_bioscan_clip import BioscanClipProcessor
 
-    processor = BioscanClipProcessor.from_preset("clibd-base", text_tokenizer=str(text_tokenizer))
-    size = config.image_size
-    crop = processor.image_processor.crop_size
-    if (crop["height"], crop["width"]) != (size, size):  # keep the original 256:224 resize-to-crop ratio
-        processor.image_processor.crop_size = {"height": size, "width": size}
-        processor.image_processor.size = {"shortest_edge": round(size * 256 / 224)}
-    return processor
+    return BioscanClipProcessor.from_config(config, text_tokenizer=str(text_tokenizer))
 
 
 def convert_checkpoint(

@@ -80,8 +80,10 @@ def _available_towers(model, data) -> set[str]:
     if "image" in built and "image" in data.column_names:
         import datasets
 
-        images = data.cast_column("image", datasets.Image(decode=False))["image"] if isinstance(data.features.get("image"), datasets.Image) else data["image"]
-        if any(img is not None for img in images):
+        # Read the column undecoded: only whether any record has an image matters here.
+        if isinstance(data.features.get("image"), datasets.Image):
+            data = data.cast_column("image", datasets.Image(decode=False))
+        if any(img is not None for img in data["image"]):
             towers.add("image")
     return towers
 

@@ -80,6 +80,7 @@ def bioscan_clip_loss(embeddings: dict[str, torch.Tensor], logit_scale: torch.Te
     >>> e = {"image": F.normalize(torch.randn(4, 8), dim=-1), "dna": F.normalize(torch.randn(4, 8), dim=-1)}
     >>> bioscan_clip_loss(e, torch.tensor(2.6593)).shape
     torch.Size([])
+
     ```
     """
     present = {name: value for name, value in embeddings.items() if value is not None}
@@ -168,6 +169,7 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
     >>> out = model(**inputs, return_loss=True)
     >>> out.logits_per_dna_text.shape
     torch.Size([1, 1])
+
     ```
     """
 
@@ -363,7 +365,10 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
         Example:
 
         ```python
-        >>> model = BioscanClipModel.from_towers_pretrained(image="my-vit", dna="my-barcodebert", text="prajjwal1/bert-small")
+        >>> model = BioscanClipModel.from_towers_pretrained(  # doctest: +SKIP
+        ...     image="google/vit-base-patch16-224-in21k", dna="my-barcodebert-folder", text="prajjwal1/bert-small"
+        ... )
+
         ```
         """
         tower_kwargs = dict(tower_kwargs or {})

@@ -59,6 +59,7 @@ def taxonomy_text(order: Any = None, family: Any = None, genus: Any = None, spec
     'Diptera Culicidae Aedes Aedes aegypti'
     >>> taxonomy_text("Diptera", "Sciaridae", None, "")
     'Diptera Sciaridae not_classified not_classified'
+
     ```
     """
 
@@ -119,6 +120,7 @@ class BioscanClipProcessor(ProcessorMixin):
     >>> batch = processor(dna=["ACGT" * 165], text=[taxonomy_text("Diptera", "Culicidae", "Aedes", "Aedes aegypti")])
     >>> sorted(batch.keys())
     ['attention_mask', 'dna_attention_mask', 'dna_input_ids', 'input_ids', 'token_type_ids']
+
     ```
     """
 
@@ -159,6 +161,7 @@ class BioscanClipProcessor(ProcessorMixin):
         ```python
         >>> BioscanClipProcessor.from_preset("tiny").dna_tokenizer.model_max_length
         133
+
         ```
         """
         return cls.from_config(BioscanClipConfig.from_preset(name), text_tokenizer, clean_dna, **tokenizer_kwargs)
@@ -186,9 +189,10 @@ class BioscanClipProcessor(ProcessorMixin):
         Example:
 
         ```python
-        >>> config = BioscanClipConfig.from_preset("tiny")
-        >>> BioscanClipProcessor.from_config(config).image_processor.crop_size
-        {'height': 224, 'width': 224}
+        >>> config = BioscanClipConfig.from_preset("tiny", text_max_length=12)
+        >>> BioscanClipProcessor.from_config(config)(text="Diptera")["input_ids"].shape
+        torch.Size([1, 12])
+
         ```
         """
         crop = config.image_size

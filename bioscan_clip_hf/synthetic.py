@@ -68,7 +68,7 @@ SIZES: dict[str, SyntheticSize] = {
 
 ROOT_LENGTH = 720
 BARCODE_LENGTH = 658
-RANK_RATES = {"order": 0.10, "family": 0.07, "genus": 0.045, "species": 0.02, "specimen": 0.003}
+RANK_RATES = {"order": 0.10, "family": 0.08, "genus": 0.06, "species": 0.035, "specimen": 0.003}
 """Substitutions per site on the branch leading to each rank (before codon-position weighting)."""
 CODON_WEIGHTS = np.array([0.5, 0.25, 2.25])
 """Relative rates of codon positions 1, 2, 3 (mean 1): third positions evolve fastest, as in COI."""
@@ -220,8 +220,9 @@ def _all(nodes: Sequence[Taxon], rank: str) -> list[Taxon]:
 def specimen_barcode(species: Taxon, rng: np.random.Generator) -> str:
     """One specimen's barcode: mutated from its species, trimmed like real reads, sometimes ``N``."""
     dna = _mutate(species.dna, RANK_RATES["specimen"], rng)
-    start = 0 if rng.random() < 0.85 else int(rng.integers(1, 7))
-    length = BARCODE_LENGTH if rng.random() < 0.6 else int(rng.integers(500, 701))
+    # Most reads cover the standard 658-nt Folmer region from its first base, as in BIOSCAN.
+    start = 0 if rng.random() < 0.95 else int(rng.integers(1, 7))
+    length = BARCODE_LENGTH if rng.random() < 0.75 else int(rng.integers(500, 701))
     length = min(length, ROOT_LENGTH - start)
     chars = BASES[dna[start : start + length]]
     if rng.random() < 0.08:

@@ -33,9 +33,11 @@ _BASES = "ACGT"
 # IUPAC nucleotide codes (both cases) and the alignment gap "-": anything else is a data error.
 IUPAC_CHARACTERS = "ACGTURYSWKMBDHVN" + "ACGTURYSWKMBDHVN".lower() + "-"
 
-# byte -> base code (0..3 for upper-case ACGT, 4 for everything else, which makes the k-mer <UNK>),
-# as a bytes.translate table: translating the whole batch is one C pass.
-_CODE_TABLE = np.full(256, 4, dtype=np.uint8)
+# byte -> code: 0..3 for upper-case ACGT, 4 for the other IUPAC characters (the k-mer becomes <UNK>),
+# 5 for bytes outside the alphabet (an input error). Used as a bytes.translate table: translating a
+# whole chunk is one C pass, and one max() over the codes checks the alphabet.
+_CODE_TABLE = np.full(256, 5, dtype=np.uint8)
+_CODE_TABLE[list(IUPAC_CHARACTERS.encode("ascii"))] = 4
 for _i, _b in enumerate(_BASES):
     _CODE_TABLE[ord(_b)] = _i
 _CODE_BYTES = _CODE_TABLE.tobytes()
@@ -49,7 +51,7 @@ _MAX_OCTAL_K = 6
 
 
 def _octal_id_table(k: int) -> np.ndarray:
-    """Id of every k-digit octal number whose digits are base codes (0..3 = ACGT, 4 = other)."""
+    """Id of every k-digit octal number whose digits are base codes (0..3 = ACGT, 4 and 5 = other)."""
     octal = np.arange(8**k)
     digits = (octal[:, None] >> (3 * np.arange(k - 1, -1, -1))[None, :]) & 7
     value = digits @ (4 ** np.arange(k - 1, -1, -1))
@@ -81,6 +83,7 @@ class BarcodeKmerTokenizer:
     >>> out = tok(["AAAAATTTTT"], return_tensors="pt")
     >>> out["input_ids"][0, :4].tolist(), out["input_ids"].shape
     ([0, 3, 1026, 2], torch.Size([1, 133]))
+
     ```
     """
 
@@ -174,6 +177,12 @@ class BarcodeKmerTokenizer:
             ValueError: an item is empty, or contains characters outside the IUPAC nucleotide
                 alphabet + ``-`` (names the index and the characters).
         """
+        sequences, _ = self._prepare(sequences)
+        self._check_alphabet(sequences)
+        return sequences
+
+    def _prepare(self, sequences: str | Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """Types, cleaning and emptiness: the list of barcodes and their lengths."""
         if isinstance(sequences, str):
             sequences = [sequences]
         if not isinstance(sequences, Sequence) and not hasattr(sequences, "__iter__"):
@@ -188,12 +197,17 @@ class BarcodeKmerTokenizer:
         if lengths.size and lengths.min() == 0:
             index = int(np.argmin(lengths))
             raise ValueError(f"DNA barcode at index {index} is empty" + (" after cleaning" if self.clean else ""))
+        return sequences, lengths
+
+    def _check_alphabet(self, sequences: list[str], offset: int = 0) -> None:
+        """Raise for the first barcode with a character outside the alphabet (index counted from ``offset``)."""
         joined = "".join(sequences)
-        # Fast path: deleting every allowed byte leaves nothing when the batch is clean.
-        if not joined.isascii() or joined.encode("ascii").translate(None, _VALID_BYTES):
-            index = next(i for i, s in enumerate(sequences) if not s.isascii() or s.encode("ascii").translate(None, _VALID_BYTES))
-            self._raise_invalid(index, sequences[index])
-        return sequences
+        # Deleting every allowed byte leaves nothing when the batch is clean.
+        if joined.isascii() and not joined.encode("ascii").translate(None, _VALID_BYTES):
+            return
+        for index, seq in enumerate(sequences):
+            if not seq.isascii() or seq.encode("ascii").translate(None, _VALID_BYTES):
+                self._raise_invalid(offset + index, seq)
 
     @staticmethod
     def _raise_invalid(index: int, seq: str) -> None:
@@ -221,28 +235,42 @@ class BarcodeKmerTokenizer:
         Returns:
             ``BatchEncoding`` with ``input_ids`` of shape ``[batch, model_max_length]``.
         """
-        sequences = self.validate(sequences)
+        sequences, lengths = self._prepare(sequences)
         ids = np.empty((len(sequences), self.model_max_length), dtype=np.int64)
         mask = np.empty_like(ids) if return_attention_mask else None
         for start in range(0, len(sequences), _CHUNK_ROWS):
-            chunk = sequences[start : start + _CHUNK_ROWS]
-            rows = slice(start, start + len(chunk))
-            self._encode_chunk(chunk, ids[rows], None if mask is None else mask[rows])
+            rows = slice(start, start + _CHUNK_ROWS)
+            self._encode_chunk(sequences[rows], lengths[rows], start, ids[rows], None if mask is None else mask[rows])
         data: dict[str, Any] = {"input_ids": ids}
         if mask is not None:
             data["attention_mask"] = mask
         if return_tensors is None:
             data = {key: value.tolist() for key, value in data.items()}
-        elif return_tensors not in ("pt", "np"):
-            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
-        return BatchEncoding(data, tensor_type=return_tensors)
+        elif return_tensors == "pt":
+            import torch  # only when asked for; zero-copy views of the numpy arrays
 
-    def _encode_chunk(self, sequences: list[str], ids: np.ndarray, mask: np.ndarray | None) -> None:
-        """Fill ``ids`` (and ``mask``) rows for ``sequences``, all k-mers of all rows at once."""
+            data = {key: torch.from_numpy(value) for key, value in data.items()}
+        elif return_tensors != "np":
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+        return BatchEncoding(data)
+
+    def _encode_chunk(
+        self, sequences: list[str], lengths: np.ndarray, offset: int, ids: np.ndarray, mask: np.ndarray | None
+    ) -> None:
+        """Fill ``ids`` (and ``mask``) rows for ``sequences`` (rows ``offset``... of the batch), all k-mers at once."""
         length, rows, first = self.max_length, len(sequences), 0 if self.leading_id is None else 1
         # One C-level pad/truncate per sequence, then a single [rows, max_length] byte matrix.
-        padded = "".join(s[:length].ljust(length, self.pad_char) for s in sequences).encode("ascii")
+        try:
+            padded = "".join(s[:length].ljust(length, self.pad_char) for s in sequences).encode("ascii")
+        except UnicodeEncodeError:
+            self._check_alphabet(sequences, offset)  # raises: some barcode has a non-ASCII character
+            raise
         codes = np.frombuffer(padded.translate(_CODE_BYTES), dtype=np.uint8).reshape(rows, length)
+        # The alphabet check: codes past max_length are not tokenised, but they are checked too.
+        long_rows = np.flatnonzero(lengths > length)
+        tails = "".join(sequences[i][length:] for i in long_rows)
+        if codes.max() > 4 or not tails.isascii() or tails.encode("ascii").translate(None, _VALID_BYTES):
+            self._check_alphabet(sequences, offset)
         if self.k == self.stride:
             windows = codes[:, : self.num_kmers * self.k].reshape(rows, self.num_kmers, self.k)
         else:
@@ -264,7 +292,6 @@ class BarcodeKmerTokenizer:
         if first:
             ids[:, 0] = self.leading_id
         if mask is not None:
-            lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=rows)
             np.less(self._starts[None, :], np.minimum(lengths, length)[:, None], out=mask[:, first:], casting="unsafe")
             if first:
                 mask[:, 0] = 1

@@ -10,6 +10,9 @@ Settings (environment variables; command-line flags override them):
   ``make demo`` writes) when run from a checkout, ``bioscan-ml/bioscan-clip-demo`` on a Space.
 * ``BIOSCAN_CLIP_BANK``: key-bank folder or Hub id. Default: the ``key_bank/`` inside the model.
 * ``BIOSCAN_CLIP_REVISION``: Hub revision (commit) of the model and bank repos.
+* ``BIOSCAN_CLIP_REFERENCE_DATA``: the data set (folder or Hub id) the key bank was built from;
+  when its records have images, the page shows the nearest reference images. Default:
+  ``outputs/demo/data`` with the default demo model, else none.
 * ``BIOSCAN_CLIP_PHOTOS``: folder of real BIOSCAN-1M photos offered as examples. Default:
   ``../shared/data/bioscan1m-images`` next to the checkout (skipped when absent).
 * ``BIOSCAN_CLIP_CONCURRENCY`` (default 2) predictions at once; ``BIOSCAN_CLIP_QUEUE`` (default 64)
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import io
 import json
 import os
 import sys
@@ -40,6 +44,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
+from bioscan_clip_hf.data import load_bioscan  # noqa: E402
 from bioscan_clip_hf.zero_shot import ZeroShotClassifier, parse_fasta  # noqa: E402
 from bioscan_clip_hf.zero_shot.classify import RANKS  # noqa: E402
 from bioscan_clip_hf.zero_shot.inputs import Query  # noqa: E402
@@ -49,6 +54,7 @@ from bioscan_clip_hf.zero_shot.writers import write_rows  # noqa: E402
 APP_DIR = Path(__file__).resolve().parent
 REPO_ROOT = APP_DIR.parent
 DEFAULT_LOCAL_MODEL = REPO_ROOT / "outputs" / "demo" / "model"
+DEFAULT_LOCAL_DATA = REPO_ROOT / "outputs" / "demo" / "data"
 DEFAULT_HUB_MODEL = "bioscan-ml/bioscan-clip-demo"
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "data" / "bioscan1m-images"
 EXAMPLES_DIR = APP_DIR / "examples"
@@ -248,6 +254,38 @@ def neighbour_rows(query: str, result: dict[str, Any]) -> list[list[Any]]:
 TABLE_HEADERS = ["query", "#", "similarity", "processid", *RANKS]
 
 
+class ReferenceImages:
+    """Photos of the key bank's records, looked up by ``processid`` in the data set the bank came from.
+
+    Only the index (processid -> split and row) is held in memory; a photo is decoded when shown.
+    """
+
+    def __init__(self, source: str, processids: set[str]) -> None:
+        data = load_bioscan(source, decode_images=False)
+        self._data = data
+        self._where: dict[str, tuple[str, int]] = {}
+        for split, ds in data.items():
+            if "image" not in ds.column_names:
+                continue
+            for row, pid in enumerate(ds["processid"]):
+                if pid in processids:
+                    self._where.setdefault(pid, (split, row))
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def get(self, processid: str) -> Image.Image | None:
+        """The record's photo (RGB), or None when it has none."""
+        where = self._where.get(processid)
+        if where is None:
+            return None
+        image = self._data[where[0]][where[1]]["image"]
+        if not image or not (image.get("bytes") or image.get("path")):
+            return None
+        with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as img:
+            return img.convert("RGB")
+
+
 @dataclass
 class SpaceSettings:
     """Where the model and key bank come from, and the page's limits."""
@@ -256,6 +294,7 @@ class SpaceSettings:
     bank: str | None
     revision: str | None
     photos: Path | None
+    reference_data: str | None = None
     concurrency: int = 2
     queue_size: int = 64
 
@@ -269,25 +308,33 @@ class BioscanSpace:
         bank = classifier.bank
         self.bank_modality = bank.modality if bank is not None else None
         self.bank_name = f"({len(bank):,} {self.bank_modality} keys)" if bank is not None else "(none)"
-        modalities = list(getattr(classifier.model.config, "modalities", ["image", "dna"]))
-        self.methods = [m for m in ("nearest", "knn") if bank is not None] + (["text"] if "text" in modalities else [])
+        has_text = "text" in classifier.model.config.modalities
+        self.methods = [m for m in ("nearest", "knn") if bank is not None] + (["text"] if has_text else [])
         if not self.methods:
             raise ValueError(f"{settings.model}: no key bank and no text tower, so nothing can be classified")
-        self.has_bank_images = bank is not None and bank.has_images
+        self.references = None
+        if bank is not None and settings.reference_data:
+            try:
+                refs = ReferenceImages(settings.reference_data, set(bank.table["processid"].astype(str)))
+            except (OSError, ValueError) as err:
+                raise SystemExit(f"Could not read the reference data set {settings.reference_data!r}: {err}") from None
+            self.references = refs if len(refs) else None
         # Gradio copies returned files into its cache; these originals go when the process ends.
         self._csv_dir = tempfile.TemporaryDirectory(prefix="bioscan-clip-space-")
 
     # one submission -------------------------------------------------------------------------
     def classify(self, image: Any, dna_text: str | None, dna_file: Any, rank: str, k: Any, method: str) -> tuple:
-        """Gradio handler: inputs as sent by the page or client, outputs in :meth:`outputs` order."""
+        """Gradio handler (``/classify``): raw inputs as the page or a client sends them; returns the photo
+        verdict and 4 rank labels, the barcode verdict and 4 labels, the neighbour table, the gallery,
+        the notes and the CSV path."""
         if rank not in RANKS:
-            raise InputProblem(f"Unknown rank {rank!r}; choose one of {', '.join(RANKS)}.")
+            raise InputProblem(f"Unknown rank {html.escape(repr(rank), quote=False)}; choose one of {', '.join(RANKS)}.")
         if method not in self.methods:
-            raise InputProblem(f"Unknown method {method!r}; this model offers {', '.join(self.methods)}.")
+            raise InputProblem(f"Unknown method {html.escape(repr(method), quote=False)}; this model offers {', '.join(self.methods)}.")
         try:
             k = int(k)
         except (TypeError, ValueError):
-            raise InputProblem(f"top-k must be a whole number, got {k!r}.") from None
+            raise InputProblem(f"top-k must be a whole number, got {html.escape(repr(k), quote=False)}.") from None
         if not 1 <= k <= MAX_K:
             raise InputProblem(f"top-k must be between 1 and {MAX_K}, got {k}.")
         spec = read_specimen(image, dna_text, dna_file)
@@ -313,7 +360,7 @@ class BioscanSpace:
             depth = RANKS.index(rank)
             panels += [_label_scores(result, r) if result and d <= depth else None for d, r in enumerate(RANKS)]
         table = pd.DataFrame([row for q, r in zip(queries, results) for row in neighbour_rows(q.id, r)], columns=TABLE_HEADERS)
-        gallery = self._gallery(queries, results) if self.has_bank_images else []
+        gallery = self._gallery(queries, results) if self.references is not None else []
         notes = spec.notes + [f"Method: {method}, {METHOD_HELP[method]}."]
         csv_path = self._csv(results)
         return (*panels, table, gallery, "\n\n".join(f"- {n}" for n in notes), csv_path)
@@ -322,7 +369,7 @@ class BioscanSpace:
         items = []
         for q, r in zip(queries, results):
             for nb in (r.get("details") or {}).get("neighbors", []):
-                img = self.clf.bank.image(int(nb["index"]))
+                img = self.references.get(nb["processid"])
                 if img is not None:
                     name = nb.get("species") or nb.get("genus") or nb.get("family") or nb.get("order") or NOT_CLASSIFIED
                     items.append((img, f"{q.id.split(':')[0]} → {name} ({float(nb['similarity']):.2f})"))
@@ -405,7 +452,7 @@ class BioscanSpace:
                         wrap=True, elem_id="neighbours",
                     )
                     gallery = gr.Gallery(
-                        label="Nearest reference images", columns=5, height=220, visible=self.has_bank_images,
+                        label="Nearest reference images", columns=5, height=220, visible=self.references is not None,
                         elem_id="gallery",
                     )
             synthetic, synthetic_labels, real, real_labels = self.examples()
@@ -475,10 +522,14 @@ def resolve_settings(args: argparse.Namespace) -> SpaceSettings:
                 "if it has no key_bank/ folder inside)."
             )
     photos = os.environ.get("BIOSCAN_CLIP_PHOTOS")
+    reference_data = os.environ.get("BIOSCAN_CLIP_REFERENCE_DATA") or None
+    if reference_data is None and model == str(DEFAULT_LOCAL_MODEL) and DEFAULT_LOCAL_DATA.is_dir():
+        reference_data = str(DEFAULT_LOCAL_DATA)
     return SpaceSettings(
         model=model,
         bank=args.bank or os.environ.get("BIOSCAN_CLIP_BANK") or None,
         revision=os.environ.get("BIOSCAN_CLIP_REVISION") or None,
+        reference_data=reference_data,
         photos=Path(photos).resolve() if photos else (DEFAULT_PHOTOS.resolve() if DEFAULT_PHOTOS.is_dir() else None),
         concurrency=_env_int("BIOSCAN_CLIP_CONCURRENCY", 2),
         queue_size=_env_int("BIOSCAN_CLIP_QUEUE", 64),

@@ -131,3 +131,28 @@ def synthetic_tiny_dir(tmp_path_factory) -> Path:
     from bioscan_clip_hf.synthetic import generate_synthetic_dataset
 
     return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic_tiny"), size="tiny", seed=0)
+
+
+# --- appended by training -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model_dir(tmp_path_factory, synthetic_tiny_dir) -> Path:
+    """The tiny preset trained briefly (about a minute on 2 cores) on ``synthetic_tiny_dir`` with
+    ``training/train.py`` (image + DNA + text, all records of pretrain + train).
+
+    Returns the model folder written by training: ``save_pretrained`` weights + processor +
+    ``key_bank/`` (DNA keys of train + key_unseen) + ``training_info.json``. It beats chance on
+    the synthetic set but is far from converged; use it for "trained beats untrained" checks.
+    """
+    from training.train import main
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("trained_tiny")
+    main([
+        "--config", str(repo / "training" / "configs" / "demo_synthetic.yaml"),
+        "--dataset", str(synthetic_tiny_dir), "--output_dir", str(out / "run"),
+        "--per_device_train_batch_size", "16", "--num_train_epochs", "8", "--learning_rate", "2e-3",
+        "--eval_every", "0", "--disable_tqdm",
+    ])
+    return out / "run" / "best_model"

@@ -30,8 +30,10 @@ TEXT = ["Diptera Culicidae Aedes Aedes aegypti", "Lepidoptera not_classified not
 # Runs in a fresh interpreter: bioscan_clip_hf is made unimportable, cwd and HF_HOME are temporary.
 FRESH_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     sys.modules["bioscan_clip_hf"] = None  # any import of the package now raises ImportError
+    if os.environ.get("COMPAT_TRANSFORMERS_DIR"):  # an older transformers installed with --target
+        sys.path.insert(0, os.environ["COMPAT_TRANSFORMERS_DIR"])
     try:
         import bioscan_clip_hf  # noqa: F401
         raise SystemExit("bioscan_clip_hf is importable")
@@ -54,17 +56,23 @@ FRESH_SCRIPT = textwrap.dedent(
     arrays.update(image=output.image_embeds.numpy(), dna=output.dna_embeds.numpy(), text=output.text_embeds.numpy())
     arrays["logit_scale"] = model.logit_scale.detach().numpy()
     np.savez(out, **arrays)
-    print(config.model_type, type(processor).__name__)
+    import transformers
+    print(config.model_type, type(processor).__name__, transformers.__version__)
     """
 )
 
 
-def _run_fresh(folder: Path, photos: list[Path], workdir: Path) -> dict[str, np.ndarray]:
+COMPAT_DIR = Path(__file__).resolve().parents[1] / ".compat-tf457"  # `make compat`: transformers 4.57.x
+
+
+def _run_fresh(folder: Path, photos: list[Path], workdir: Path, compat_dir: Path | None = None) -> dict[str, np.ndarray]:
     script = workdir / "load_fresh.py"
     script.write_text(FRESH_SCRIPT)
     out = workdir / "out.npz"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(workdir / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if compat_dir is not None:
+        env["COMPAT_TRANSFORMERS_DIR"] = str(compat_dir)
     result = subprocess.run(
         [sys.executable, "-I", str(script), str(folder), json.dumps([str(p) for p in photos]), str(out),
          json.dumps(DNA), json.dumps(TEXT)],
@@ -73,14 +81,24 @@ def _run_fresh(folder: Path, photos: list[Path], workdir: Path) -> dict[str, np.
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Do you wish to run the custom code" not in result.stdout + result.stderr  # no interactive prompt
     assert "bioscan_clip BioscanClipProcessor" in result.stdout
+    if compat_dir is not None:
+        assert result.stdout.split()[-1].startswith("4.57"), result.stdout
     return dict(np.load(out))
 
 
-def test_round_trip_in_fresh_process_without_package(tiny_model, tiny_model_dir, real_photo_paths, tmp_path):
+@pytest.mark.parametrize("transformers_version", ["installed", "4.57"])
+def test_round_trip_in_fresh_process_without_package(
+    tiny_model, tiny_model_dir, real_photo_paths, tmp_path, transformers_version
+):
+    compat_dir = None
+    if transformers_version == "4.57":
+        if not (COMPAT_DIR / "transformers").is_dir():
+            pytest.skip("transformers 4.57.x not installed in .compat-tf457 (run `make compat`)")
+        compat_dir = COMPAT_DIR
     folder = tmp_path / "copy"
     shutil.copytree(tiny_model_dir, folder)
     photos = real_photo_paths[:2] + real_photo_paths[-1:]
-    fresh = _run_fresh(folder, photos, tmp_path)
+    fresh = _run_fresh(folder, photos, tmp_path, compat_dir)
 
     processor = BioscanClipProcessor.from_pretrained(tiny_model_dir)
     inputs = processor(images=photos, text=TEXT, dna=DNA, return_tensors="pt")

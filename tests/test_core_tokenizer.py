@@ -148,3 +148,16 @@ def test_clean_empty_after_cleaning():
 def test_decode_round_trip(tok):
     barcode = "ACGTA" * 132
     assert tok.decode(tok([barcode])["input_ids"][0]) == barcode
+
+
+def test_errors_past_max_length_and_in_later_chunks(tok):
+    good = "ACGT" * 170  # 680 characters: the last 20 are not tokenised but still checked
+    with pytest.raises(ValueError, match="index 1 contains .*'X'"):
+        tok([good, good[:670] + "X" + good[671:]])
+    with pytest.raises(ValueError, match="index 0 contains .*'é'"):
+        tok([good + "é"])
+    batch = ["ACGTA"] * 2500
+    batch[2100] = "ACGT*"
+    with pytest.raises(ValueError, match=r"index 2100 contains .*'\*'"):
+        tok(batch)
+    assert tok.validate(["acgt-N", "ACGT"]) == ["acgt-N", "ACGT"]

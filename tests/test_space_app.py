@@ -67,13 +67,14 @@ def test_records(zeroshot_data_dir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir, space_bank_dir, shared_data_dir):
+def server(tmp_path_factory, tiny_model_dir, space_bank_dir, zeroshot_data_dir, shared_data_dir):
     """``python space/app.py`` on a free loopback port; yields its URL, stops it afterwards."""
     port = _free_port()
     tmp = tmp_path_factory.mktemp("space_server")
     env = dict(
         os.environ,
         BIOSCAN_CLIP_MODEL=str(tiny_model_dir), BIOSCAN_CLIP_BANK=str(space_bank_dir),
+        BIOSCAN_CLIP_REFERENCE_DATA=str(zeroshot_data_dir),
         BIOSCAN_CLIP_PHOTOS=str(shared_data_dir / "bioscan1m-images"), BIOSCAN_CLIP_CONCURRENCY="2",
         GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp / "gradio"), HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", NO_PROXY="127.0.0.1,localhost",
@@ -151,7 +152,7 @@ def test_space_image_only(client, real_photo_paths):
         assert 1 <= len(label["confidences"]) <= 3
     assert "Best match" in out[PHOTO_VERDICT] and "Probably a species" in out[PHOTO_VERDICT]
     assert out[DNA_VERDICT] == "No DNA barcode given."
-    assert all(label is None for label in out[DNA_LABELS])
+    assert not any(out[DNA_LABELS])  # empty labels arrive as {}
     table = out[TABLE]
     assert table["headers"] == ["query", "#", "similarity", "processid", *RANKS]
     assert len(table["data"]) == 3 and all(row[0] == f"photo: {photo.name}" for row in table["data"])
@@ -172,6 +173,10 @@ def test_space_dna_only(client, test_records):
     assert table[0][4:8] == [labels[i]["label"] for i in range(4)]
     verdict = out[DNA_VERDICT]
     assert verdict.startswith("**Probably a species") and "confident" in verdict
+    # The bank's records have images in BIOSCAN_CLIP_REFERENCE_DATA: the 5 nearest are shown.
+    gallery = out[GALLERY]
+    assert len(gallery) == 5 and all(Path(item["image"]).is_file() for item in gallery)
+    assert gallery[0]["caption"].startswith(f"barcode → {table[0][7]}")
     assert "Method: nearest" in out[NOTES]
 
 
@@ -180,7 +185,7 @@ def test_space_image_and_dna_with_rank_and_method(client, real_photo_paths, test
     out = _predict(client, image=real_photo_paths[0], dna=record["dna_barcode"], rank="family", k=4, method="knn")
     for labels in (out[PHOTO_LABELS], out[DNA_LABELS]):
         assert labels[0]["label"] and labels[1]["label"]
-        assert labels[2] is None and labels[3] is None  # below the requested rank
+        assert not labels[2] and not labels[3]  # below the requested rank
     queries = {row[0] for row in out[TABLE]["data"]}
     assert queries == {f"photo: {real_photo_paths[0].name}", "barcode: pasted barcode"}
     assert "Method: knn" in out[NOTES]
@@ -267,6 +272,7 @@ def test_space_missing_default_model_message(tmp_path, monkeypatch):
     """Without a model setting and without ``make demo`` output, start-up says what to do."""
     spec = importlib.util.spec_from_file_location("space_app_under_test", APP)
     app = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, app)  # dataclasses look their module up there
     spec.loader.exec_module(app)
     monkeypatch.setattr(app, "DEFAULT_LOCAL_MODEL", tmp_path / "outputs" / "demo" / "model")
     for name in ("BIOSCAN_CLIP_MODEL", "BIOSCAN_CLIP_BANK", "SPACE_ID"):

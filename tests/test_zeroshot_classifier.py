@@ -71,7 +71,10 @@ def test_bad_rows_get_errors_and_others_continue(tiny_model, tiny_processor, dna
 def test_knn_text_rank_and_paired_queries(tiny_model, tiny_processor, dna_bank, real_photo_paths, keys):
     clf = ZeroShotClassifier(tiny_model, tiny_processor, dna_bank, device="cpu")
     photos = real_photo_paths[:2]
-    knn = clf.predict(images=photos, dna=keys["dna_barcode"][:2], method="knn", rank="genus", k=3, progress=False)
+    calls = []
+    knn = clf.predict(images=photos, dna=keys["dna_barcode"][:2], method="knn", rank="genus", k=3, progress=False,
+                      batch_size=1, callback=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 2 images then 2 barcodes, one per batch
     assert all(r["modality"] == "image+dna" and r["genus"] and r["species"] is None for r in knn)
     assert all(0 < r["genus_score"] <= 1 for r in knn)
     text = clf.predict(images=photos, method="text", rank="species", progress=False)

@@ -57,3 +57,18 @@ def test_training_evaluate_wrapper(tiny_model_dir, zeroshot_data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| Order |" in proc.stdout
     assert json.loads((tmp_path / "results.json").read_text())["protocol"]["query_splits"] == ["test", "test_unseen"]
+
+
+@pytest.mark.parametrize(
+    "towers, pairs",
+    [
+        (["image", "dna"], ["image->image", "dna->dna", "image->dna", "dna->image", "averaged->averaged", "concatenated->concatenated"]),
+        (["image", "text"], ["image->image", "image->text"]),
+    ],
+)
+def test_pairs_follow_the_model_towers(tiny_processor, zeroshot_data_dir, towers, pairs):
+    from bioscan_clip_hf import BioscanClipConfig, BioscanClipModel
+
+    model = BioscanClipModel(BioscanClipConfig.from_preset("tiny", modalities=towers)).eval()
+    res = evaluate_model(model, tiny_processor, zeroshot_data_dir, k_values=(1,), progress=False)
+    assert res["protocol"]["pairs"] == pairs

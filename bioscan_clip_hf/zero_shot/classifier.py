@@ -58,6 +58,21 @@ def _lineages_from(taxa: Any) -> list[tuple]:
     return [tuple(row) for row in frame.itertuples(index=False)]
 
 
+def _bundled_bank(model: str | Path, revision: str | None) -> Path | None:
+    """The ``key_bank/`` folder shipped with a model folder or Hub repo, if there is one."""
+    if Path(model).is_dir():
+        folder = Path(model) / "key_bank"
+        return folder if (folder / "bank.json").is_file() else None
+    from huggingface_hub import snapshot_download
+
+    try:
+        root = snapshot_download(str(model), revision=revision, allow_patterns=["key_bank/*"])
+    except Exception:  # offline, private or no such files: the model works without a bank (text method)
+        return None
+    folder = Path(root) / "key_bank"
+    return folder if (folder / "bank.json").is_file() else None
+
+
 class ZeroShotClassifier:
     """Zero-shot taxonomic classifier over a model, its processor and an optional :class:`KeyBank`."""
 
@@ -66,6 +81,8 @@ class ZeroShotClassifier:
         self.model = model.to(self.device).eval()
         self.processor = processor
         self.bank = bank
+        if bank is not None:  # search where the model runs (GPU matmul for large banks)
+            bank.embeddings = bank.embeddings.to(self.device)
         self._prompt_cache: dict[tuple, torch.Tensor] = {}
 
     @classmethod
@@ -79,7 +96,8 @@ class ZeroShotClassifier:
     ) -> "ZeroShotClassifier":
         """Load a model folder or Hub id (``revision`` pins a commit), and a bank folder.
 
-        With ``bank=None`` a ``key_bank/`` folder next to the weights is used when present. A bank
+        With ``bank=None`` a ``key_bank/`` folder next to the weights (model folder or Hub repo) is
+        used when present. A bank
         built from other weights raises :class:`~bioscan_clip_hf.zero_shot.bank.StaleBankError`
         (``check_bank=False`` skips the check).
         """
@@ -87,22 +105,28 @@ class ZeroShotClassifier:
 
         net = BioscanClipModel.from_pretrained(str(model), revision=revision)
         proc = BioscanClipProcessor.from_pretrained(str(model), revision=revision)
-        if bank is None and Path(model).is_dir() and (Path(model) / "key_bank" / "bank.json").is_file():
-            bank = Path(model) / "key_bank"
+        if bank is None:
+            bank = _bundled_bank(model, revision)
         if bank is not None and not isinstance(bank, KeyBank):
             bank = KeyBank.load(bank, model=net if check_bank else None)
         return cls(net, proc, bank, device=device)
 
     # -- features -----------------------------------------------------------------------------
-    def _features(self, queries: Sequence[Query], batch_size: int, progress: bool) -> dict[str, tuple[torch.Tensor, list]]:
+    def _features(
+        self, queries: Sequence[Query], batch_size: int, progress: bool, callback: Callable[[int, int], None] | None = None
+    ) -> dict[str, tuple[torch.Tensor, list]]:
         """Image and DNA features of the queries that have them, keyed by tower; (features, errors)."""
         out: dict[str, tuple[torch.Tensor, list]] = {}
-        for tower, attr, fn in (("image", "image", encode_images), ("dna", "dna", encode_dna)):
-            rows = [i for i, q in enumerate(queries) if getattr(q, attr) is not None and q.error is None]
+        towers = {t: [i for i, q in enumerate(queries) if getattr(q, t) is not None and q.error is None] for t in ("image", "dna")}
+        total, offset = sum(len(r) for r in towers.values()), 0
+        for tower, fn in (("image", encode_images), ("dna", encode_dna)):
+            rows = towers[tower]
             if not rows:
                 continue
-            items = [getattr(queries[i], attr) for i in rows]
-            feats, errors = fn(self.model, self.processor, items, batch_size=batch_size, progress=progress)
+            items = [getattr(queries[i], tower) for i in rows]
+            hook = None if callback is None else (lambda done, _n, base=offset: callback(base + done, total))
+            feats, errors = fn(self.model, self.processor, items, batch_size=batch_size, progress=progress, callback=hook)
+            offset += len(rows)
             full = torch.zeros(len(queries), feats.shape[1])
             full[rows] = feats
             errs: list = [None] * len(queries)
@@ -168,6 +192,7 @@ class ZeroShotClassifier:
         progress: bool = True,
         queries: Sequence[Query] | None = None,
         callback: Callable[[int, int], None] | None = None,
+        details: bool = False,
     ) -> list[dict[str, Any]]:
         """Classify images and/or barcodes; returns one flat dict per query (see module docstring).
 
@@ -177,7 +202,11 @@ class ZeroShotClassifier:
             alternatives (text). method: nearest | knn | text. taxa: lineages for ``text`` (DataFrame,
             list of dicts or CSV path; default: the bank's). queries: pre-built
             :class:`~bioscan_clip_hf.zero_shot.inputs.Query` objects instead of images/dna.
-            callback: called as ``callback(done, total)`` when finished (GUIs).
+            callback: called as ``callback(done, total)`` after every batch of inputs (GUIs).
+            details: add a ``details`` dict per classified row (GUIs such as the Space): ``topk``
+            (``{rank: {"labels", "scores"}}`` for every rank down to ``rank``), ``neighbors`` (the
+            nearest keys, best first: ``index, processid, order, family, genus, species,
+            similarity``; one for ``text``, none without a bank) and ``feature`` (query feature used).
         """
         if rank not in RANKS:
             raise ValueError(f"rank must be one of {RANKS}, got {rank!r}")
@@ -188,7 +217,7 @@ class ZeroShotClassifier:
         queries = list(queries) if queries is not None else queries_from_python(images, dna, ids)
         if not queries:
             return []
-        feats = self._features(queries, batch_size, progress)
+        feats = self._features(queries, batch_size, progress, callback)
         key_modality = self.bank.modality if self.bank is not None else "text"
         vectors, kinds, errors = self._query_vectors(queries, feats, key_modality)
         good = [i for i, e in enumerate(errors) if e is None]
@@ -202,12 +231,28 @@ class ZeroShotClassifier:
                 nearest = None if nearest_idx is None else str(self.bank.table["processid"].iloc[int(nearest_idx[j, 0])])
                 cal = self.bank.calibration(kinds[i]) if self.bank is not None else None
                 self._fill_row(rows[i], preds[j], rank, float(nearest_scores[j, 0]), nearest, cal)
+                if details:
+                    hits = None if nearest_idx is None else (nearest_idx[j], nearest_scores[j])
+                    rows[i]["details"] = self._details(preds[j], rank, hits, kinds[i])
         for row in rows:
             for col in PREDICTION_COLUMNS:
                 row.setdefault(col, None)
-        if callback is not None:
-            callback(len(rows), len(rows))
-        return [{col: row[col] for col in PREDICTION_COLUMNS} for row in rows]
+        extra = ("details",) if details else ()
+        return [{col: row.get(col) for col in PREDICTION_COLUMNS + extra} for row in rows]
+
+    def _details(self, pred: dict, rank: str, hits, feature: str | None) -> dict[str, Any]:
+        """Per-rank top-k and the nearest key records of one query (see ``predict(details=True)``)."""
+        topk = {r: {"labels": list(pred[r][2]), "scores": [float(x) for x in pred[r][3]]} for r in RANKS[: RANKS.index(rank) + 1]}
+        neighbors = []
+        if hits is not None:
+            for index, similarity in zip(*hits):
+                record = self.bank.table.iloc[int(index)]
+                neighbors.append({
+                    "index": int(index), "processid": str(record["processid"]),
+                    **{r: None if pd.isna(record[r]) or record[r] == "" else record[r] for r in RANKS},
+                    "similarity": float(similarity),
+                })
+        return {"topk": topk, "neighbors": neighbors, "feature": feature}
 
     def _predictions(self, queries, feats, vectors, good, method, k, batch_size, taxa, progress):
         """Per good query: {rank: (label, score, top labels, top scores)}, nearest similarities, nearest key rows.

@@ -73,11 +73,12 @@ def _run_batches(
     batch_size: int,
     progress: bool,
     desc: str,
+    callback: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, list[str | None]]:
     """Prepare items one by one (recording errors), run the good ones through ``forward`` in batches.
 
     If a whole batch fails in ``forward``, its items are retried one at a time so only the bad
-    ones get an error.
+    ones get an error. ``callback(done, total)`` is called after every batch (for GUIs).
     """
     n = len(items)
     errors: list[str | None] = [None] * n
@@ -108,6 +109,8 @@ def _run_batches(
                     feats = torch.zeros(n, out.shape[1], dtype=torch.float32)
                 feats[ok_idx] = out.float().cpu()
         bar.update(min(n, start + batch_size) - start)
+        if callback is not None:
+            callback(min(n, start + batch_size), n)
     bar.close()
     if feats is None:
         feats = torch.zeros(n, 0, dtype=torch.float32)
@@ -115,7 +118,7 @@ def _run_batches(
 
 
 @torch.no_grad()
-def encode_images(model, processor, images: Sequence[Any], batch_size: int = 32, progress: bool = True):
+def encode_images(model, processor, images: Sequence[Any], batch_size: int = 32, progress: bool = True, callback=None):
     """Image features for paths / PIL images / arrays / bytes (see :func:`load_image`)."""
     device = _model_device(model)
 
@@ -123,11 +126,13 @@ def encode_images(model, processor, images: Sequence[Any], batch_size: int = 32,
         pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
         return model.get_image_features(pixel_values=pixels)
 
-    return _run_batches(images, load_image, forward, batch_size, progress, "image features")
+    return _run_batches(images, load_image, forward, batch_size, progress, "image features", callback)
 
 
 @torch.no_grad()
-def encode_dna(model, processor, sequences: Sequence[str], batch_size: int = 64, progress: bool = True, clean: bool = True):
+def encode_dna(
+    model, processor, sequences: Sequence[str], batch_size: int = 64, progress: bool = True, clean: bool = True, callback=None
+):
     """DNA features. ``clean=True`` upper-cases and removes gaps/whitespace first (user input);
     ``clean=False`` passes the strings unchanged, as the original evaluation does."""
     device = _model_device(model)
@@ -151,7 +156,7 @@ def encode_dna(model, processor, sequences: Sequence[str], batch_size: int = 64,
             dna_attention_mask=enc["dna_attention_mask"].to(device) if "dna_attention_mask" in enc else None,
         )
 
-    return _run_batches(sequences, prepare, forward, batch_size, progress, "DNA features")
+    return _run_batches(sequences, prepare, forward, batch_size, progress, "DNA features", callback)
 
 
 @torch.no_grad()

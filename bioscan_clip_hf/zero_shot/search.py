@@ -55,7 +55,10 @@ def _stable_topk(scores: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Ten
     """
     extra = min(kk + 1, scores.shape[1])
     vals, idx = torch.topk(scores, extra, dim=1, largest=True, sorted=True)
-    ambiguous = vals[:, kk] == vals[:, kk - 1] if extra > kk else torch.zeros(scores.shape[0], dtype=torch.bool)
+    if extra > kk:
+        ambiguous = vals[:, kk] == vals[:, kk - 1]
+    else:  # the block has exactly kk columns: nothing is cut
+        ambiguous = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
     vals, idx = vals[:, :kk], idx[:, :kk]
     # Order the chosen columns by column ascending first, then stably by score descending.
     idx, _ = torch.sort(idx, dim=1)
