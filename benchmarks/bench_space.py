@@ -75,9 +75,16 @@ def build_model_dir(preset: str, data_dir: Path, out: Path) -> Path:
 
 
 def time_handler(app, model_dir: Path, dtype: str, photo: Path, barcode: str, repeats: int) -> dict:
-    """p50/p95 of ``BioscanSpace.classify`` for photo, barcode, and both."""
-    settings = app.SpaceSettings(model=str(model_dir), bank=None, revision=None, photos=None, dtype=dtype)
+    """p50/p95 of ``BioscanSpace.classify`` for photo, barcode, and both.
+
+    bf16 runs the handler under ``torch.autocast("cpu", torch.bfloat16)``: weights stay fp32 and
+    matrix products run in bf16, the usual way to use bf16 for CPU inference.
+    """
+    settings = app.SpaceSettings(model=str(model_dir), bank=None, revision=None, photos=None)
     space = app.BioscanSpace(app.load_classifier(settings), settings)
+    precision = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bfloat16" else contextlib.nullcontext
+    )
     upload = {"path": str(photo), "orig_name": photo.name}
     cases = {"photo": (upload, ""), "barcode": (None, barcode), "photo+barcode": (upload, barcode)}
     out = {}
@@ -85,7 +92,8 @@ def time_handler(app, model_dir: Path, dtype: str, photo: Path, barcode: str, re
         samples = []
         for i in range(repeats + 2):  # two warm-up calls
             t0 = time.perf_counter()
-            space.classify(image, dna, None, "species", 5, "nearest")
+            with precision():
+                space.classify(image, dna, None, "species", 5, "nearest")
             if i >= 2:
                 samples.append(time.perf_counter() - t0)
         out[name] = percentiles(samples)
@@ -135,7 +143,7 @@ def markdown(results: dict) -> str:
         "handler (`BioscanSpace.classify` in `space/app.py`: read the upload, `ZeroShotClassifier.predict`, "
         "labels, nearest-records table, CSV), median and 95th percentile of "
         f"{results['repeats']} calls after 2 warm-up calls. **Random weights** (latency does not depend on "
-        "them); DNA key bank of the **synthetic** `tiny` set "
+        "them); bf16 = `torch.autocast('cpu', torch.bfloat16)` around the handler (fp32 weights). DNA key bank of the **synthetic** `tiny` set "
         f"({results['bank_keys']} keys). Photo: {results['photo']}.",
         "",
         "| preset | dtype | photo p50 / p95 (ms) | barcode p50 / p95 (ms) | photo + barcode p50 / p95 (ms) |",

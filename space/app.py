@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ MAX_IMAGE_PIXELS = 40_000_000  # ~6x a 2880x2160 BIOSCAN photo; larger is a deco
 MAX_DNA_CHARS = 100_000  # a COI barcode is ~658 bases; this leaves room for FASTA headers and wrapping
 SHORT_BARCODE = 200
 MAX_K = 20
+KEEP_CSV_FILES = 256
 METHOD_HELP = {
     "nearest": "the nearest reference record gives every rank (the original BIOSCAN-CLIP rule); "
     "scores are cosine similarities to the nearest reference with that label",
@@ -257,12 +259,18 @@ TABLE_HEADERS = ["query", "#", "similarity", "processid", *RANKS]
 class ReferenceImages:
     """Photos of the key bank's records, looked up by ``processid`` in the data set the bank came from.
 
-    Only the index (processid -> split and row) is held in memory; a photo is decoded when shown.
+    Only the index (processid -> split and row) is held in memory. A photo is written to
+    ``cache_dir`` the first time it is shown, as its original bytes, and the page returns that
+    path: gradio copies files into its cache atomically, whereas PIL images returned to a
+    gr.Gallery are re-encoded into a shared path that concurrent requests overwrite while it is
+    being served (seen as truncated downloads under load with gradio 6.31).
     """
 
-    def __init__(self, source: str, processids: set[str]) -> None:
+    def __init__(self, source: str, processids: set[str], cache_dir: Path) -> None:
         data = load_bioscan(source, decode_images=False)
         self._data = data
+        self._cache = cache_dir
+        self._written: dict[str, str] = {}
         self._where: dict[str, tuple[str, int]] = {}
         for split, ds in data.items():
             if "image" not in ds.column_names:
@@ -274,16 +282,26 @@ class ReferenceImages:
     def __len__(self) -> int:
         return len(self._where)
 
-    def get(self, processid: str) -> Image.Image | None:
-        """The record's photo (RGB), or None when it has none."""
+    def path(self, processid: str) -> str | None:
+        """A file holding the record's photo, or None when it has none."""
         where = self._where.get(processid)
         if where is None:
             return None
+        if processid in self._written:
+            return self._written[processid]
         image = self._data[where[0]][where[1]]["image"]
-        if not image or not (image.get("bytes") or image.get("path")):
+        data = (image or {}).get("bytes") or (Path(image["path"]).read_bytes() if (image or {}).get("path") else None)
+        if not data:
             return None
-        with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as img:
-            return img.convert("RGB")
+        with Image.open(io.BytesIO(data)) as img:
+            suffix = (img.format or "png").lower()
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in processid)
+        target = self._cache / f"{stem}.{suffix}"
+        partial = self._cache / f".{stem}.{uuid.uuid4().hex}"
+        partial.write_bytes(data)
+        os.replace(partial, target)  # atomic: a concurrent request never sees half a file
+        self._written[processid] = str(target)
+        return str(target)
 
 
 @dataclass
@@ -312,15 +330,19 @@ class BioscanSpace:
         self.methods = [m for m in ("nearest", "knn") if bank is not None] + (["text"] if has_text else [])
         if not self.methods:
             raise ValueError(f"{settings.model}: no key bank and no text tower, so nothing can be classified")
+        # Gradio copies returned files into its cache; these originals go when the process ends.
+        self._files = tempfile.TemporaryDirectory(prefix="bioscan-clip-space-")
+        self._csv_paths: deque[Path] = deque()
         self.references = None
         if bank is not None and settings.reference_data:
+            (Path(self._files.name) / "references").mkdir()
             try:
-                refs = ReferenceImages(settings.reference_data, set(bank.table["processid"].astype(str)))
+                refs = ReferenceImages(
+                    settings.reference_data, set(bank.table["processid"].astype(str)), Path(self._files.name) / "references"
+                )
             except (OSError, ValueError) as err:
                 raise SystemExit(f"Could not read the reference data set {settings.reference_data!r}: {err}") from None
             self.references = refs if len(refs) else None
-        # Gradio copies returned files into its cache; these originals go when the process ends.
-        self._csv_dir = tempfile.TemporaryDirectory(prefix="bioscan-clip-space-")
 
     # one submission -------------------------------------------------------------------------
     def classify(self, image: Any, dna_text: str | None, dna_file: Any, rank: str, k: Any, method: str) -> tuple:
@@ -365,11 +387,11 @@ class BioscanSpace:
         csv_path = self._csv(results)
         return (*panels, table, gallery, "\n\n".join(f"- {n}" for n in notes), csv_path)
 
-    def _gallery(self, queries: list[Query], results: list[dict[str, Any]]) -> list[tuple[Image.Image, str]]:
+    def _gallery(self, queries: list[Query], results: list[dict[str, Any]]) -> list[tuple[str, str]]:
         items = []
         for q, r in zip(queries, results):
             for nb in (r.get("details") or {}).get("neighbors", []):
-                img = self.references.get(nb["processid"])
+                img = self.references.path(nb["processid"])
                 if img is not None:
                     name = nb.get("species") or nb.get("genus") or nb.get("family") or nb.get("order") or NOT_CLASSIFIED
                     items.append((img, f"{q.id.split(':')[0]} → {name} ({float(nb['similarity']):.2f})"))
@@ -378,8 +400,12 @@ class BioscanSpace:
     def _csv(self, results: list[dict[str, Any]]) -> str:
         """The package's flat prediction rows (the CLI's CSV columns) as a downloadable file."""
         flat = [{k: v for k, v in r.items() if k != "details"} for r in results]
-        path = Path(self._csv_dir.name) / f"prediction-{uuid.uuid4().hex[:12]}.csv"
+        path = Path(self._files.name) / f"prediction-{uuid.uuid4().hex[:12]}.csv"
         write_rows(flat, fmt="csv", output=path)
+        # Gradio has copied older results into its own cache by now; keep the folder small.
+        self._csv_paths.append(path)
+        while len(self._csv_paths) > KEEP_CSV_FILES:
+            self._csv_paths.popleft().unlink(missing_ok=True)
         return str(path)
 
     # the page ---------------------------------------------------------------------------------
@@ -450,6 +476,7 @@ class BioscanSpace:
                     table = gr.Dataframe(
                         headers=TABLE_HEADERS, label="Nearest reference records", interactive=False,
                         wrap=True, elem_id="neighbours",
+                        column_widths=["17%", "4%", "9%", "12%", "12%", "14%", "14%", "18%"],
                     )
                     gallery = gr.Gallery(
                         label="Nearest reference images", columns=5, height=220, visible=self.references is not None,

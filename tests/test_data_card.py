@@ -32,6 +32,8 @@ def test_push_dry_run_uploads_a_folder_that_loads_offline(synthetic_tiny_dir, tm
     plan = push_dataset(synthetic_tiny_dir, "someone/bioscan-synthetic", dry_run=True)
     assert plan["url"] is None and plan["files"][0] == "README.md" and "build_report.json" in plan["files"]
     assert not any(f.startswith(".build") for f in plan["files"])
+    assert 'load_bioscan("someone/bioscan-synthetic"' in plan["readme"]
+    assert DatasetCard(plan["readme"]).data.to_dict() == DatasetCard.load(synthetic_tiny_dir / "README.md").data.to_dict()
     upload = tmp_path / "upload"
     for name in plan["files"]:
         (upload / name).parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from huggingface_hub import DatasetCard
 from PIL import Image
 
 from bioscan_clip_hf.data import (
@@ -140,6 +141,9 @@ def test_5m_build_keeps_good_records_and_reports_bad_ones(built_5m, release_5m, 
     chunk = _chunk("AAA003-21", "train")
     assert records["AAA003-21"]["image"]["bytes"] == (images[0] / f"cropped_256/train/{chunk}/AAA003-21.jpg").read_bytes()
     assert (built_5m / "data" / "pretrain-00000-of-00001.parquet").is_file()
+    card = DatasetCard.load(built_5m / "README.md")
+    assert card.data.license == "cc-by-3.0" and "BIOSCAN-5M" in card.data.pretty_name
+    assert "5 (" not in card.text and "dropped 1 (duplicate processid)" in card.text
 
 
 def test_5m_from_zip_in_parallel_matches_folder_build(built_5m, tmp_path):
@@ -254,6 +258,10 @@ def test_1m_build_maps_clibd_partition_onto_bioscan5m_splits(release_1m, tmp_pat
     report = json.loads((out / "build_report.json").read_text())
     dropped = {reason: [r["processid"] for r in entry["records"]] for reason, entry in report["dropped"].items()}
     assert dropped == {"missing_image": ["P005"], "not_in_partition": ["P011"]}
+    card = DatasetCard.load(out / "README.md")
+    declared = [f["split"] for f in card.data.configs[0]["data_files"]]
+    assert card.data.license == "cc-by-nc-sa-4.0" and declared == ["pretrain", "train", "val", "key_unseen",
+                                                                    "val_unseen", "test_unseen"]
     folder_build = build_bioscan1m_dataset(metadata, [images], partition, tmp_path / "out2", shard_size=3)
     assert _all_records(folder_build, tmp_path) == records
 

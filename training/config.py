@@ -45,6 +45,9 @@ class TrainConfig:
     modalities: list[str] = field(default_factory=lambda: ["image", "dna", "text"])
     """Two or three of image, dna, text; towers not listed are not built."""
     dataloader_num_workers: int = 0
+    """DataLoader worker processes (images are decoded and augmented in them)."""
+    image_augmentation: bool = True
+    """The original training augmentation of images (random resized crop, flips, rotation); false = eval resize + crop."""
 
     # --- model ---
     model_preset: str = "clibd-base"
@@ -66,7 +69,9 @@ class TrainConfig:
     lora_alpha: float | None = None
     """LoRA alpha; None = ``lora_r`` so that the scale alpha/r is 1 as in the original."""
     lora_dropout: float = 0.0
+    """Dropout on the LoRA path (the original has none)."""
     gradient_checkpointing: bool = False
+    """Recompute tower activations in the backward pass (less memory, ~30 % slower)."""
     logit_scale_max: float | None = None
     """Clamp ``logit_scale`` to [0, this] after every step (open_clip uses ln 100 = 4.6052). None = no clamp (original)."""
 
@@ -79,18 +84,22 @@ class TrainConfig:
     """Peak learning rate. None = ``base_learning_rate`` x global batch / ``lr_reference_batch`` (original rule)."""
     base_learning_rate: float = 5e-5
     lr_reference_batch: int = 500
+    """The learning-rate rule: base_learning_rate x global batch / lr_reference_batch."""
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
+    """AdamW (the original: torch defaults with weight decay 0.01, on every parameter)."""
     lr_scheduler_type: str = "onecycle"
     """``onecycle`` (original: cosine, no momentum cycling) or ``constant``."""
     pct_start: float = 0.3
     div_factor: float = 25.0
     final_div_factor: float = 1e4
+    """OneCycle: warm-up fraction, start lr = max / div_factor, final lr = start / final_div_factor."""
     max_grad_norm: float | None = None
     """Clip gradients by norm (None = no clipping, as the original)."""
     num_train_epochs: int = 20
+    """Passes over the training records."""
     max_train_steps: int | None = None
     """Stop after this many optimiser steps (and size the schedule for them)."""
     mixed_precision: str | None = None
@@ -98,9 +107,11 @@ class TrainConfig:
     cpu: bool = False
     """Force CPU even when an accelerator is visible."""
     seed: int = 42
+    """Seeds the initial weights, data order and augmentation (dropout per process: seed + rank)."""
 
     # --- checkpoints and outputs ---
     output_dir: str = "outputs/run"
+    """Run folder: checkpoints/, best_model/, logs/, train_config.yaml, versions.json, train_summary.json."""
     checkpointing_steps: int | None = None
     """Also save the full training state every N optimiser steps (it is always saved at epoch end)."""
     checkpoints_total_limit: int | None = 2
@@ -116,6 +127,7 @@ class TrainConfig:
     eval_query_splits: list[str] = field(default_factory=lambda: ["val", "val_unseen"])
     eval_key_splits: list[str] = field(default_factory=lambda: ["train", "key_unseen"])
     eval_batch_size: int = 64
+    """(seen, unseen) query splits, key splits and batch size of the evaluation (and of the saved key bank)."""
     max_eval_samples: int | None = None
     """Use at most N records of each evaluation split."""
     key_bank_modality: str | None = None
@@ -125,12 +137,15 @@ class TrainConfig:
     report_to: str = "none"
     """``none``, ``tensorboard`` or ``wandb`` (optional, never required)."""
     logging_steps: int = 10
+    """Log loss, lr, logit_scale and samples/s to the tracker every N optimiser steps."""
     disable_tqdm: bool = False
+    """No progress bars (the training bar shows loss and samples/s)."""
 
     # --- hub ---
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private: bool = False
+    """Upload the best model at the end with bioscan_clip_hf.hub (model card from its evaluation)."""
 
     @property
     def lora_scale(self) -> float:
@@ -272,14 +287,37 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return cfg
 
 
+def _field_docs() -> dict[str, str]:
+    """The string literal under each TrainConfig field (its documentation), read from this file."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    docs: dict[str, str] = {}
+    pending: list[str] = []  # fields sharing the next docstring (e.g. the three tower paths)
+    for node in tree.body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            pending.append(node.target.id)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            for name in pending:
+                docs[name] = " ".join(node.value.value.split())
+            pending = []
+    return docs
+
+
 def help_text() -> str:
-    """Every setting with its type and default (``train.py --help``)."""
-    lines = ["usage: accelerate launch training/train.py [--config FILE.yaml] [--key value ...]", "", "settings:"]
+    """Every setting with its type, default and meaning (``train.py --help``)."""
+    lines = ["usage: accelerate launch training/train.py [--config FILE.yaml] [--key value ...]", "",
+             "Settings (YAML keys or --flags; flags override the file):"]
     hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()
+    docs = _field_docs()
     for name in _FIELDS:
-        hint = str(hints[name]).replace("typing.", "")
+        hint = getattr(hints[name], "__name__", None) if not typing.get_args(hints[name]) else None
+        hint = hint or str(hints[name]).replace("typing.", "")
         lines.append(f"  --{name} ({hint}, default {getattr(defaults, name)!r})")
+        if name in docs:
+            lines.append(f"      {docs[name]}")
     return "\n".join(lines)
 
 

@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from .report import BuildReport
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "hub_cards" / "dataset_card_template.md"
+REPO_PLACEHOLDER = "<user>/<dataset>"
+"""Stands for the Hub id in a built folder's card; ``push_dataset`` fills in the real one."""
 
 SPLIT_ROLES = {
-    "pretrain": "training (species unknown)",
+    "pretrain": "training only (no species label, or a species too rare to split)",
     "train": "training, and keys for seen species",
     "val": "validation queries, seen species",
     "test": "test queries, seen species",
@@ -138,7 +140,7 @@ def write_dataset_card(
     folder: str | Path,
     report: BuildReport,
     source: str | None = None,
-    repo_id: str = "<user>/<dataset>",
+    repo_id: str = REPO_PLACEHOLDER,
     seed: int | None = None,
     provenance: str = "",
     **overrides: Any,
@@ -205,9 +207,6 @@ def write_dataset_card(
     return path
 
 
-UPLOAD_PATTERNS = [f"{DATA_DIR}/*.parquet", "README.md", "build_report.json"]
-
-
 def push_dataset(
     folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False
 ) -> dict[str, Any]:
@@ -220,7 +219,8 @@ def push_dataset(
         dry_run: check and list what would be uploaded, without any network access.
 
     Returns:
-        ``{"repo_id", "files", "url"}``; ``url`` is ``None`` for a dry run.
+        ``{"repo_id", "files", "readme", "url"}``: ``readme`` is the card as uploaded (with
+        ``repo_id`` in its usage snippet); ``url`` is ``None`` for a dry run.
 
     Raises:
         FileNotFoundError: the folder has no shards or no card.
@@ -242,17 +242,19 @@ def push_dataset(
     files = ["README.md"] + [f"{DATA_DIR}/{p.name}" for paths in shards.values() for p in paths]
     if (folder / "build_report.json").is_file():
         files.append("build_report.json")
+    readme = card_path.read_text().replace(REPO_PLACEHOLDER, repo_id)
     if dry_run:
-        return {"repo_id": repo_id, "files": files, "url": None}
-    from huggingface_hub import HfApi
+        return {"repo_id": repo_id, "files": files, "readme": readme, "url": None}
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", allow_patterns=UPLOAD_PATTERNS,
-        commit_message="Upload BIOSCAN Parquet data set (bioscan-clip-hf)",
-    )
-    return {"repo_id": repo_id, "files": files, "url": getattr(commit, "repo_url", None) or str(commit)}
+    operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme.encode())]
+    operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
+                   for name in files if name != "README.md"]
+    commit = api.create_commit(repo_id, operations, repo_type="dataset",
+                               commit_message="Upload BIOSCAN Parquet data set (bioscan-clip-hf)")
+    return {"repo_id": repo_id, "files": files, "readme": readme, "url": getattr(commit, "repo_url", None)}
 
 
 def add_push_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -279,5 +281,5 @@ def add_push_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.
 
 def _run_push_dataset(args: argparse.Namespace) -> int:
     result = push_dataset(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run)
-    print(json.dumps(result, indent=2))
+    print(json.dumps({key: value for key, value in result.items() if key != "readme"}, indent=2))
     return 0

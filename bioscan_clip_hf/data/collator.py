@@ -58,26 +58,26 @@ def decode_image(value: Any, min_side: int | None = None) -> Image.Image | None:
 
 def pixel_values(images: Sequence[Image.Image], image_processor: Any) -> torch.Tensor:
     """Stack same-size RGB images into ``[B, 3, H, W]`` float32, rescaled and normalised exactly as
-    ``image_processor(images, do_resize=False, do_center_crop=False)`` would, in one tensor op
-    (the image processor converts image by image, which costs more than the augmentation).
+    ``image_processor(images, do_resize=False, do_center_crop=False)`` would.
+
+    Done in NumPy, image by image into one channels-first buffer: several times faster than the
+    image processor, and free of torch's intra-op threads, which stall on a busy machine.
 
     Example:
         >>> pixel_values([Image.new("RGB", (4, 4), (255, 0, 0))], processor.image_processor)[0, :, 0, 0]  # doctest: +SKIP
         tensor([1., 0., 0.])
     """
     width, height = images[0].size
-    values = torch.empty((len(images), 3, height, width), dtype=torch.float32)
+    values = np.empty((len(images), 3, height, width), dtype=np.float32)
     for index, image in enumerate(images):
-        # Copying image by image into a channels-first float buffer is ~3x faster than stacking,
-        # then permuting and converting the whole batch. np.array gives a writable copy for torch.
-        values[index] = torch.from_numpy(np.array(image.convert("RGB") if image.mode != "RGB" else image)).permute(2, 0, 1)
+        values[index] = np.asarray(image.convert("RGB") if image.mode != "RGB" else image).transpose(2, 0, 1)
     if getattr(image_processor, "do_rescale", True):
-        values.mul_(float(image_processor.rescale_factor))
+        values *= np.float32(image_processor.rescale_factor)
     if getattr(image_processor, "do_normalize", False):
-        mean = torch.tensor(image_processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(image_processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
+        mean = np.asarray(image_processor.image_mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(image_processor.image_std, dtype=np.float32).reshape(1, -1, 1, 1)
         values = (values - mean) / std
-    return values
+    return torch.from_numpy(values)
 
 
 class BioscanBatch(BatchFeature):
