@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
         start = time.perf_counter()
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": f"2-core CPU, shared ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
                    f"torch {torch.__version__}, {torch.get_num_threads()} threads",
         "command": "python benchmarks/bench_data.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "load_average_1min": {"start": round(load_start, 1), "end": round(os.getloadavg()[0], 1)},
         "synthetic_generation": {"records": len(records), "seconds": round(generate_seconds, 2),
                                  "records_per_s": round(len(records) / generate_seconds, 1)},
         "build_bioscan5m_parquet": build,

@@ -113,6 +113,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
             "layer_norm_eps": 1e-12,
         },
         "projection_dim": 32,
+        # Pixels scaled to [-1, 1]: with [0, 1] inputs the tiny ViT's CLS embedding starts almost
+        # identical for every image and the image tower does not learn in a CPU-sized run.
+        "image_normalize": True,
     },
 }
 PRESET_NAMES = tuple(_PRESETS)
@@ -160,6 +163,8 @@ class BioscanClipConfig(_BaseConfig):
             `dna_leading_id=None` drops the leading id.
         text_max_length (`int`, *optional*, defaults to 20): taxonomy-text length in tokens.
         initializer_range (`float`, *optional*, defaults to 0.02): std of the new projection weights.
+        image_normalize (`bool`, *optional*, defaults to `False`): the processor scales pixels to [-1, 1]
+            (mean/std 0.5). Off for `clibd-base` (the original feeds [0, 1] pixels), on for `tiny`.
 
     Example:
 
@@ -175,6 +180,8 @@ class BioscanClipConfig(_BaseConfig):
 
     model_type = "bioscan_clip"
     sub_configs = {"vision_config": AutoConfig, "dna_config": AutoConfig, "text_config": AutoConfig}
+    # save_pretrained copies this file and writes auto_map however the class was imported
+    _auto_class = "AutoConfig"
 
     def __init__(
         self,
@@ -193,6 +200,7 @@ class BioscanClipConfig(_BaseConfig):
         dna_leading_id: int | None = 0,
         text_max_length: int = 20,
         initializer_range: float = 0.02,
+        image_normalize: bool = False,
         **kwargs: Any,
     ) -> None:
         # Sub-configs are built before ``super().__init__`` so they never travel through kwargs.
@@ -211,6 +219,7 @@ class BioscanClipConfig(_BaseConfig):
         self.dna_leading_id = dna_leading_id
         self.text_max_length = text_max_length
         self.initializer_range = initializer_range
+        self.image_normalize = image_normalize
         super().__init__(**kwargs)
         self._validate()
 

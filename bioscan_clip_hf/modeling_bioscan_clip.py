@@ -173,6 +173,9 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
     ```
     """
 
+    # save_pretrained copies the code files and writes auto_map however the class was imported
+    _auto_class = "AutoModel"
+
     def __init__(self, config: BioscanClipConfig) -> None:
         super().__init__(config)
         projection_dim = config.projection_dim

@@ -124,6 +124,8 @@ class BioscanClipProcessor(ProcessorMixin):
     ```
     """
 
+    _auto_class = "AutoProcessor"
+
     def __init__(
         self,
         image_processor: Any = None,
@@ -204,7 +206,10 @@ class BioscanClipProcessor(ProcessorMixin):
             crop_size={"height": crop, "width": crop},
             do_rescale=True,
             rescale_factor=1 / 255,
-            do_normalize=False,
+            # The original feeds ToTensor() output (no normalisation); new models may use [-1, 1].
+            do_normalize=bool(getattr(config, "image_normalize", False)),
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
             do_convert_rgb=True,
         )
         if text_tokenizer is None or isinstance(text_tokenizer, (str, os.PathLike)):

@@ -130,6 +130,39 @@ def test_converted_model_matches_reference(tmp_path, text_tokenizer_dir, layout,
     assert any("pooler.dense" in k for k in dropped) == ("text" in modalities)
 
 
+@pytest.mark.parametrize(
+    ("layout", "modalities", "released_entries"),
+    [
+        ("clibd", ("image", "dna", "text"), 480),
+        ("clibd", ("image", "dna"), 406),
+        ("clibd", ("image", "text"), 275),
+        ("v1_lora", ("image", "dna", "text"), 543),
+    ],
+)
+def test_reference_state_dict_has_the_released_layout(layout, modalities, released_entries):
+    """The reference saves the key layout of the released checkpoints (reference §9.1: 480 / 406 / 275
+    entries for the final models, 543 for v1 LoRA): extrapolated from the small towers to 12 ViT blocks,
+    12 BarcodeBERT layers and 4 bert-small layers, the entry count matches."""
+    sizes = ReferenceSizes()
+    sd = original_state_dict(_reference(layout, modalities))
+    towers = {  # tower prefix, its first block, small depth, released depth
+        "image": ("image_encoder.", ".blocks.0.", sizes.vision_layers, 12),
+        "dna": ("dna_encoder.", ".encoder.layer.0.", sizes.dna_layers, 12),
+        "text": ("language_encoder.", ".encoder.layer.0.", sizes.text_layers, 4),
+    }
+    bert_per_layer = 20 if layout == "v1_lora" else 16  # v1: query/value as w + w_a + w_b
+    full = len(sd)
+    for tower, (prefix, block, depth, released_depth) in towers.items():
+        per_block = sum(k.startswith(prefix) and block in k for k in sd)
+        expected = 0 if tower not in modalities else (16 if tower == "image" else bert_per_layer)
+        assert per_block == expected, tower
+        full += per_block * (released_depth - depth)
+    assert full == released_entries
+    assert ("logit_scale" in sd) == (layout == "clibd")
+    vit = "base_image_encoder" if layout == "clibd" else "lora_vit"
+    assert sd[f"image_encoder.{vit}.blocks.0.attn.qkv.qkv.weight"].shape == (3 * sizes.vision_hidden, sizes.vision_hidden)
+
+
 def test_vit_lora_deltas_matter(tmp_path):
     """Dropping the ViT LoRA deltas (instead of merging) visibly changes the image embedding, so the
     parity test above would catch a converter that ignored them."""

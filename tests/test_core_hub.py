@@ -127,7 +127,8 @@ def test_saved_folder_layout(tiny_model_dir):
     assert processor_config["auto_map"] == {"AutoProcessor": "processing_bioscan_clip.BioscanClipProcessor"}
     image_config = json.loads((tiny_model_dir / "preprocessor_config.json").read_text())
     assert image_config["image_processor_type"] == "CLIPImageProcessor"  # a stock class in 4.57 and 5
-    assert image_config["do_normalize"] is False
+    assert image_config["do_normalize"] is True  # the tiny preset scales pixels to [-1, 1]
+    assert image_config["image_mean"] == image_config["image_std"] == [0.5, 0.5, 0.5]
     assert (tiny_model_dir / "dna_tokenizer" / "tokenizer_config.json").is_file()
 
 

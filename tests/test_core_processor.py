@@ -37,14 +37,22 @@ def test_outputs_for_all_modalities(tiny_processor, real_photo_paths):
     assert set(tiny_processor.model_input_names) == set(expected)
 
 
-def test_images_match_the_original_transform(tiny_processor, real_photo_paths):
+@pytest.fixture(scope="module")
+def base_processor() -> BioscanClipProcessor:
+    return BioscanClipProcessor.from_preset("clibd-base")
+
+
+def test_images_match_the_original_transform(base_processor, tiny_processor, real_photo_paths):
     paths = [real_photo_paths[0], real_photo_paths[-1]]  # a 2880x2160 order photo and a 341x256 crop
-    pixels = tiny_processor(images=[Image.open(p) for p in paths])["pixel_values"].numpy()
-    assert 0.0 <= pixels.min() and pixels.max() <= 1.0  # no mean/std normalisation
+    pixels = base_processor(images=[Image.open(p) for p in paths])["pixel_values"].numpy()
+    assert 0.0 <= pixels.min() and pixels.max() <= 1.0  # clibd-base: no mean/std normalisation
     for got, path in zip(pixels, paths):
         assert np.abs(got - reference_pixels(path)).max() <= 1 / 255 + 1e-6
-    from_paths = tiny_processor(images=[str(p) for p in paths])["pixel_values"].numpy()
+    from_paths = base_processor(images=[str(p) for p in paths])["pixel_values"].numpy()
     np.testing.assert_array_equal(from_paths, pixels)
+    # the tiny preset (trained from scratch) scales the same pixels to [-1, 1]
+    tiny = tiny_processor(images=[str(p) for p in paths])["pixel_values"].numpy()
+    np.testing.assert_allclose(tiny, (pixels - 0.5) / 0.5, atol=1e-6)
 
 
 def test_text_tokenisation_is_the_clibd_one(tiny_processor):
@@ -62,8 +70,8 @@ def test_taxonomy_text():
     assert taxonomy_text("Diptera", float("nan"), " Aedes ", "Aedes  aegypti") == "Diptera not_classified Aedes Aedes aegypti"
 
 
-def test_clibd_base_preset_uses_the_standard_bert_vocab():
-    processor = BioscanClipProcessor.from_preset("clibd-base")
+def test_clibd_base_preset_uses_the_standard_bert_vocab(base_processor):
+    processor = base_processor
     assert processor.tokenizer.vocab_size == 30522
     assert processor(text="insect")["input_ids"][0, 1] == processor.tokenizer.convert_tokens_to_ids("insect")
     assert processor.dna_tokenizer.max_length == 660 and not processor.dna_tokenizer.clean
