@@ -98,7 +98,7 @@ def bench_view(folder: Path, processor, n_records: int, batch_size: int, cache: 
     return results
 
 
-def view_breakdown(folder: Path, processor, cache: Path, n: int = 256) -> dict:
+def view_breakdown(folder: Path, processor, cache: Path, batch_size: int, n: int = 256) -> dict:
     """Milliseconds per record of each stage of the training view, in this process."""
     from bioscan_clip_hf.data import decode_image, record_taxonomy_text
     from bioscan_clip_hf.data.collator import pixel_values
@@ -115,7 +115,8 @@ def view_breakdown(folder: Path, processor, cache: Path, n: int = 256) -> dict:
     crops = [transform(image) for image in images]
     timings["augment"] = time.perf_counter() - start
     start = time.perf_counter()
-    pixel_values(crops, processor.image_processor)
+    for first in range(0, len(crops), batch_size):  # one fresh buffer per batch, as in training
+        pixel_values(crops[first : first + batch_size], processor.image_processor)
     timings["to_tensor"] = time.perf_counter() - start
     start = time.perf_counter()
     processor(dna=[r["dna_barcode"] for r in records], text=[record_taxonomy_text(r) for r in records])
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         build = bench_build(records, work)
         processor = BioscanClipProcessor.from_preset("clibd-base")
         view = bench_view(work / "built_2", processor, args.view_records, args.view_batch, work / "cache")
-        view["ms_per_record_by_stage"] = view_breakdown(work / "built_2", processor, work / "cache")
+        view["ms_per_record_by_stage"] = view_breakdown(work / "built_2", processor, work / "cache", args.view_batch)
         train_records = [r for r in records if r["split"] == "train"]
         base = bench_step("clibd-base", processor, train_records, args.base_batch, args.base_steps)
         tiny = bench_step("tiny", BioscanClipProcessor.from_preset("tiny"), train_records, args.tiny_batch, 3)

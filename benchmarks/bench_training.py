@@ -88,9 +88,9 @@ def compare_loops(batch: int, steps_per_block: int, blocks: int) -> dict:
     acc_model, acc_opt = accelerator.prepare(acc_model, acc_opt)
     logit_scale = accelerator.unwrap_model(acc_model).logit_scale
     batches = make_batches(steps_per_block, batch)
-    # warm-up (first-call allocations)
-    bare_step(bare_model, bare_opt, batches[0])
-    accelerate_step(accelerator, acc_model, acc_opt, batches[0], logit_scale)
+    for b in batches[:2]:  # warm-up (first-call allocations)
+        bare_step(bare_model, bare_opt, b)
+        accelerate_step(accelerator, acc_model, acc_opt, b, logit_scale)
     times = {"bare_pytorch": 0.0, "accelerate": 0.0}
     for _ in range(blocks):
         for name in times:
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     loops = compare_loops(args.tiny_batch, args.steps_per_block, args.blocks)
     print(json.dumps(loops, indent=2), file=sys.stderr)
     presets = []
-    for preset, batch, steps in (("tiny", args.tiny_batch, 10), ("clibd-base", args.base_batch, 3)):
+    for preset, batch, steps in (("tiny", args.tiny_batch, 10), ("clibd-base", args.base_batch, 2)):
         for precision in ("fp32", "bf16"):
             print(f"part 2: {preset} {precision} batch {batch}", file=sys.stderr)
             proc = subprocess.run(

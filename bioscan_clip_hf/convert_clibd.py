@@ -35,11 +35,12 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch and transformers are imported when converting, not when the CLI registers the parser
+    import torch
 
-from .configuration_bioscan_clip import BioscanClipConfig
+    from .configuration_bioscan_clip import BioscanClipConfig
 
 # Substring renames the original applies to v1 checkpoints (bioscanclip/util/util.py::update_checkpoint_param_names).
 LEGACY_RENAMES = (
@@ -128,6 +129,8 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Example:
         >>> sd = load_original_state_dict("best.pth")  # doctest: +SKIP
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
@@ -358,6 +361,10 @@ def convert_state_dict(
         >>> report.modalities  # doctest: +SKIP
         ['image', 'dna', 'text']
     """
+    import torch
+
+    from .configuration_bioscan_clip import BioscanClipConfig
+
     report = ConversionReport(source=source, modalities=[], layout="clibd")
     sd = normalize_key_names(sd, report)
     r = _KeyReader(sd)

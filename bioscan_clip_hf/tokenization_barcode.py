@@ -277,7 +277,7 @@ class BarcodeKmerTokenizer:
             windows = codes[:, self._starts[:, None] + np.arange(self.k)[None, :]]
         kmer_ids = ids[:, first:]
         if self._octal_table is not None:
-            # Each base is one octal digit (A..T = 0..3, other = 4); a table maps the octal number
+            # Each base is one octal digit (A..T = 0..3, other = 4 or 5); a table maps the octal number
             # straight to the id, <UNK> included, so validity needs no separate pass.
             octal = windows[:, :, 0].astype(np.uint16 if self.k <= 5 else np.int32)
             for j in range(1, self.k):

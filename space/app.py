@@ -222,8 +222,9 @@ def _label_scores(result: dict[str, Any], rank: str) -> dict[str, float] | None:
 
 
 def _lineage(result: dict[str, Any]) -> str:
-    names = [result.get(r) for r in RANKS if result.get(r)]
-    return " › ".join(f"*{n}*" if r in ("genus", "species") else n for r, n in zip(RANKS, names))
+    """The lineage as "Order › Family › *Genus* › *Genus species*", down to the deepest rank predicted."""
+    named = [(r, result[r]) for r in RANKS if result.get(r)]
+    return " › ".join(f"*{n}*" if r in ("genus", "species") else str(n) for r, n in named)
 
 
 def verdict(result: dict[str, Any], bank_name: str) -> str:
@@ -249,7 +250,7 @@ def neighbour_rows(query: str, result: dict[str, Any]) -> list[list[Any]]:
     """Table rows for the nearest reference records of one query."""
     rows = []
     for pos, nb in enumerate((result.get("details") or {}).get("neighbors", []), start=1):
-        rows.append([query, pos, round(float(nb["similarity"]), 4), nb["processid"], *(nb.get(r) or "" for r in RANKS)])
+        rows.append([query, pos, round(float(nb["similarity"]), 3), nb["processid"], *(nb.get(r) or "" for r in RANKS)])
     return rows
 
 

@@ -133,10 +133,6 @@ def _app_error(client, **kwargs) -> str:
     return str(info.value)
 
 
-def _label_names(label: dict) -> list[str]:
-    return [c["label"] for c in label["confidences"]]
-
-
 def _assert_alive(client, record) -> None:
     """The server still answers a good request (after a bad one)."""
     out = _predict(client, dna=record["dna_barcode"])

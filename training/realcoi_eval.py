@@ -37,22 +37,24 @@ def evaluate_all(model_dir: Path, data: Path, k: int) -> dict[str, Any]:
     trained = BioscanClipModel.from_pretrained(model_dir)
     set_seed(info["train_config"]["seed"])  # train.py seeds the same way before building the model
     untrained = BioscanClipModel(trained.config)
-    kwargs = {"query_splits": ("test", "test_unseen"), "key_splits": ("train", "key_unseen"),
-              "pairs": [("dna", "dna")], "progress": False}
+    kwargs = {"query_splits": ("test", "test_unseen"), "key_splits": ("train", "key_unseen"), "progress": False}
+    both = [("dna", "dna"), ("dna", "text")]
     return {
-        "trained": evaluate_model(trained, processor, str(data), **kwargs),
-        "untrained": evaluate_model(untrained, processor, str(data), **kwargs),
-        f"kmer{k}_nn": evaluate_model(KmerFrequencyModel(k), KmerProcessor(), str(data), **kwargs),
+        "trained": evaluate_model(trained, processor, str(data), pairs=both, **kwargs),
+        "untrained": evaluate_model(untrained, processor, str(data), pairs=both, **kwargs),
+        f"kmer{k}_nn": evaluate_model(KmerFrequencyModel(k), KmerProcessor(), str(data), pairs=[("dna", "dna")], **kwargs),
         "training_info": {key: info[key] for key in ("epoch", "global_step", "val_selection_score", "selection")},
     }
 
 
-def table(results: dict[str, Any]) -> str:
-    names = [n for n in results if n != "training_info"]
+def table(results: dict[str, Any], pair: str = "dna->dna") -> str:
+    names = [n for n in results if n != "training_info" and pair in results[n]["pairs"]]
     proto = results[names[0]]["protocol"]
+    q, key = pair.split("->")
     lines = [
-        f"DNA -> DNA top-1 accuracy (%), queries test ({proto['n_seen']} seen-species records) / test_unseen "
-        f"({proto['n_unseen']} unseen-species records), keys train + key_unseen ({proto['n_keys']}).",
+        f"{q.upper() if q == 'dna' else q} -> {key.upper() if key == 'dna' else key} top-1 accuracy (%), queries test "
+        f"({proto['n_seen']} seen-species records) / test_unseen ({proto['n_unseen']} unseen-species records), "
+        f"keys train + key_unseen ({proto['n_keys']}).",
         "",
         "| Rank, species set | " + " | ".join(f"{n} micro | {n} macro" for n in names) + " |",
         "|---|" + "---|---|" * len(names),
@@ -60,7 +62,7 @@ def table(results: dict[str, Any]) -> str:
     for rank, group in ROWS:
         cells = []
         for n in names:
-            rep = results[n]["pairs"]["dna->dna"][rank]
+            rep = results[n]["pairs"][pair][rank]
             cells += [f"{rep[f'{group}_micro_top1']:.1f}", f"{rep[f'{group}_macro_top1']:.1f}"]
         lines.append(f"| {rank}, {group} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate_all(args.model, args.data, args.k)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
-    print(table(results))
+    print(table(results, "dna->dna"))
+    print(table(results, "dna->text"))
     return 0
 
 

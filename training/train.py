@@ -581,7 +581,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     best_dir = out / "best_model"
     logit_scale = base_model(accelerator.unwrap_model(model)).logit_scale
-    last_eval: dict[str, Any] | None = None
     model.train()
 
     def checkpoint(name: str) -> Path:
