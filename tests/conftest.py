@@ -147,7 +147,7 @@ def synthetic_tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_tiny_model_dir(tmp_path_factory, synthetic_tiny_dir) -> Path:
-    """The tiny preset trained briefly (about a minute on 2 cores) on ``synthetic_tiny_dir`` with
+    """The tiny preset trained briefly (10-60 s on 2 cores, 72 steps) on ``synthetic_tiny_dir`` with
     ``training/train.py`` (image + DNA + text, all records of pretrain + train).
 
     Returns the model folder written by training: ``save_pretrained`` weights + processor +

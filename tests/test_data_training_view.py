@@ -88,7 +88,12 @@ def test_train_collation_augments_reproducibly(tiny_processor, train_records):
     other = BioscanCollator(tiny_processor, train=True, seed=1)(train_records)
     crop = tiny_processor.image_processor.crop_size["height"]
     assert first["pixel_values"].shape == (len(train_records), 3, crop, crop)
-    assert 0.0 <= first["pixel_values"].min() and first["pixel_values"].max() <= 1.0
+    image_processor = tiny_processor.image_processor
+    low, high = torch.tensor([0.0]), torch.tensor([1.0])
+    if image_processor.do_normalize:  # the pixel range the processor's settings allow
+        mean, std = torch.tensor(image_processor.image_mean), torch.tensor(image_processor.image_std)
+        low, high = (0 - mean) / std, (1 - mean) / std
+    assert low.min() - 1e-6 <= first["pixel_values"].min() and first["pixel_values"].max() <= high.max() + 1e-6
     assert torch.equal(first["pixel_values"], again["pixel_values"])
     assert not torch.equal(first["pixel_values"], other["pixel_values"])
     assert torch.equal(first["dna_input_ids"], other["dna_input_ids"])  # no DNA/text augmentation

@@ -140,3 +140,30 @@ def test_citation_cff_lists_the_papers():
         assert name in titles
     for ref in [cff["preferred-citation"], *cff["references"]]:
         assert ref["authors"] and ref["year"] and ref["url"].startswith("https://")
+
+
+def test_card_from_a_real_evaluation(tmp_path, trained_tiny_model_dir, synthetic_tiny_dir):
+    """End to end: evaluate_model's JSON for the trained tiny model, saved next to the weights as training
+    does, gives a card whose model-index holds exactly its top-1 figures."""
+    from bioscan_clip_hf import BioscanClipModel, BioscanClipProcessor
+    from bioscan_clip_hf.evaluation import evaluate_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained_tiny_model_dir, folder)
+    model = BioscanClipModel.from_pretrained(folder)
+    processor = BioscanClipProcessor.from_pretrained(folder)
+    evaluation = evaluate_model(model, processor, synthetic_tiny_dir, query_splits=("test", "test_unseen"),
+                                k_values=(1,), title="synthetic tiny set", progress=False)
+    (folder / EVALUATION_FILENAME).write_text(json.dumps(evaluation))
+    card = render_model_card(folder, "org/tiny-demo")
+    path = tmp_path / "README.md"
+    card.save(path)
+    data = ModelCard.load(path).data.to_dict()
+    metrics = _metrics_by_config(data)
+    for pair, per_rank in evaluation["pairs"].items():
+        for rank, rep in per_rank.items():
+            for group, split in (("seen", "test"), ("unseen", "test_unseen")):
+                for avg in ("micro", "macro"):
+                    assert metrics[(split, f"{pair}/{rank}/top1/{avg}")]["value"] == rep[f"{group}_{avg}_top1"]
+    assert "synthetic-data" in data["tags"]
+    assert markdown_table(evaluation, k=1).strip() in card.text
