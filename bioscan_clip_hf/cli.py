@@ -1,5 +1,5 @@
-"""The ``bioscan-clip`` command line: predict, embed, build-bank, eval, list-taxa (+ push, convert-clibd,
-push-dataset when those modules are importable).
+"""The ``bioscan-clip`` command line: predict, embed, build-bank, eval, list-taxa, push, convert-clibd
+and push-dataset.
 
 Exit codes: 0 = success; 1 = finished, but some rows failed (each has an ``error`` column);
 2 = nothing done: bad arguments, a missing model / bank / input path, a stale bank, a model that
@@ -18,6 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from .convert_clibd import add_convert_parser
+from .data.push_command import add_push_dataset_parser
+from .hub import add_push_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -101,13 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None)
     p.set_defaults(func=_run_list_taxa)
 
-    for module, name in (("hub", "add_push_parser"), ("convert_clibd", "add_convert_parser"), ("data", "add_push_dataset_parser")):
-        try:
-            mod = __import__(f"{__package__}.{module}", fromlist=[name])
-        except ImportError:  # optional module not available in this install
-            continue
-        if hasattr(mod, name):
-            getattr(mod, name)(sub)
+    add_push_parser(sub)
+    add_convert_parser(sub)
+    add_push_dataset_parser(sub)
     return parser
 
 

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .hub_cards import MODEL_CARD_TEMPLATE as DEFAULT_TEMPLATE
 
 EVALUATION_FILENAME = "eval_results.json"
 CONVERSION_REPORT_FILENAME = "conversion_report.json"
 CARD_FILENAME = "README.md"
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "hub_cards" / "model_card_template.md"
 # Files a model folder may hold that must not be published: training state, pickles (unsafe to load),
 # caches and logs. Everything else (weights, code, processor files, key bank, card...) is uploaded.
 EXCLUDE_PATTERNS = (

@@ -1,38 +1,60 @@
 """BIOSCAN as Hugging Face Datasets: one schema, Parquet builders, loading and the training view.
 
+Names load on first use, so light users (the CLI parser) don't import ``datasets`` or transformers.
+
 Example:
     >>> from bioscan_clip_hf.data import load_bioscan, BioscanCollator
     >>> ds = load_bioscan("demo_data", split=["pretrain", "train"], streaming=True)  # doctest: +SKIP
 """
 
-from .collator import BioscanBatch, BioscanCollator, decode_image
-from .card import add_push_dataset_parser, push_dataset, write_dataset_card
-from .parquet import list_shards, load_bioscan
-from .realcoi import build_realcoi_dataset
-from .releases import build_bioscan1m_dataset, build_bioscan5m_dataset, read_clibd_partition
-from .report import BuildReport
-from .schema import FEATURES, RANKS, SCHEMA_COLUMNS, SPLITS, check_splits, record_taxonomy_text
-from .splits import assign_paper_splits
+from __future__ import annotations
 
-__all__ = [
-    "FEATURES",
-    "RANKS",
-    "SCHEMA_COLUMNS",
-    "SPLITS",
-    "BioscanBatch",
-    "BioscanCollator",
-    "BuildReport",
-    "add_push_dataset_parser",
-    "assign_paper_splits",
-    "build_bioscan1m_dataset",
-    "build_bioscan5m_dataset",
-    "build_realcoi_dataset",
-    "check_splits",
-    "decode_image",
-    "list_shards",
-    "load_bioscan",
-    "push_dataset",
-    "read_clibd_partition",
-    "record_taxonomy_text",
-    "write_dataset_card",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "BioscanBatch": "collator",
+    "BioscanCollator": "collator",
+    "decode_image": "collator",
+    "push_dataset": "card",
+    "write_dataset_card": "card",
+    "add_push_dataset_parser": "push_command",
+    "list_shards": "parquet",
+    "load_bioscan": "parquet",
+    "build_realcoi_dataset": "realcoi",
+    "build_bioscan1m_dataset": "releases",
+    "build_bioscan5m_dataset": "releases",
+    "read_clibd_partition": "releases",
+    "BuildReport": "report",
+    "FEATURES": "schema",
+    "RANKS": "schema",
+    "SCHEMA_COLUMNS": "schema",
+    "SPLITS": "schema",
+    "check_splits": "schema",
+    "record_taxonomy_text": "schema",
+    "assign_paper_splits": "splits",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .card import push_dataset, write_dataset_card
+    from .collator import BioscanBatch, BioscanCollator, decode_image
+    from .parquet import list_shards, load_bioscan
+    from .push_command import add_push_dataset_parser
+    from .realcoi import build_realcoi_dataset
+    from .releases import build_bioscan1m_dataset, build_bioscan5m_dataset, read_clibd_partition
+    from .report import BuildReport
+    from .schema import FEATURES, RANKS, SCHEMA_COLUMNS, SPLITS, check_splits, record_taxonomy_text
+    from .splits import assign_paper_splits
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
