@@ -114,6 +114,15 @@ class _KeyReader:
         pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
         return sorted({int(m.group(1)) for k in self.sd if (m := pattern.match(k))})
 
+    def layer_indices(self, prefix: str) -> list[int]:
+        """The layer numbers under ``prefix``; none, or gaps in 0..N, are recorded as missing keys."""
+        layers = self.indices(prefix)
+        if not layers:
+            self.missing.append(prefix + "0.*")
+        elif layers != list(range(len(layers))):
+            self.missing.append(f"{prefix}N for N in {sorted(set(range(max(layers) + 1)) - set(layers))}")
+        return layers
+
 
 def _listing(title: str, items: list[str]) -> str:
     shown = "\n  ".join(items[:_MAX_LISTED])
@@ -210,12 +219,9 @@ def _convert_bert(r: _KeyReader, src: str, dst: str, out: dict[str, torch.Tensor
     for p in ("weight", "bias"):
         out[dst + f"embeddings.LayerNorm.{p}"] = r.get(src + f"embeddings.LayerNorm.{p}", (hidden,))
 
-    layers = r.indices(src + "encoder.layer.")
+    layers = r.layer_indices(src + "encoder.layer.")
     if not layers:
-        r.missing.append(src + "encoder.layer.0.*")
         return None
-    if layers != list(range(len(layers))):
-        r.missing.append(f"{src}encoder.layer.N for N in {sorted(set(range(max(layers) + 1)) - set(layers))}")
     fc1 = r.get(src + "encoder.layer.0.intermediate.dense.weight")
     inter = fc1.shape[0] if fc1 is not None else 4 * hidden
     merged = 0
@@ -277,12 +283,9 @@ def _convert_vit(r: _KeyReader, out: dict[str, torch.Tensor], head_dim: int,
     out[dst + "embeddings.patch_embeddings.projection.weight"] = patch_w
     out[dst + "embeddings.patch_embeddings.projection.bias"] = r.get(src + "patch_embed.proj.bias", (dim,))
 
-    blocks = r.indices(src + "blocks.")
+    blocks = r.layer_indices(src + "blocks.")
     if not blocks:
-        r.missing.append(src + "blocks.0.*")
         return None
-    if blocks != list(range(len(blocks))):
-        r.missing.append(f"{src}blocks.N for N in {sorted(set(range(max(blocks) + 1)) - set(blocks))}")
     fc1 = r.get(src + "blocks.0.mlp.fc1.weight")
     mlp = fc1.shape[0] if fc1 is not None else 4 * dim
     merged = 0
