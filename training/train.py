@@ -84,7 +84,9 @@ def build_model(cfg: TrainConfig) -> tuple[BioscanClipModel, BioscanClipProcesso
     else:
         config = BioscanClipConfig.from_preset(cfg.model_preset, modalities=list(cfg.modalities), **overrides)
         model = BioscanClipModel(config)
-    return model, BioscanClipProcessor.from_preset(cfg.model_preset)
+    # From the model's own config, so model_config_overrides of the tokenisation (dna_stride,
+    # dna_max_length, text_max_length...) reach the processor too.
+    return model, BioscanClipProcessor.from_config(model.config)
 
 
 def configure_trainable(model: BioscanClipModel, cfg: TrainConfig) -> torch.nn.Module:
