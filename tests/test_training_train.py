@@ -188,6 +188,8 @@ def test_best_model_by_validation_reloads_with_automodel(tiny_data, tmp_path):
     assert "image->dna" in evaluation["pairs"]
     info = json.loads((best / "training_info.json").read_text())
     assert info["epoch"] == summary["best_epoch"] and info["synthetic"] is True
+    bank = json.loads((best / "key_bank" / "bank.json").read_text())
+    assert bank["modality"] == "dna" and set(bank["calibration"]) == {"image", "dna"}  # val vs val_unseen
 
     # A fresh process that never imports bioscan_clip_hf: the classes come from the saved Hub code.
     code = (

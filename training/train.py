@@ -469,7 +469,8 @@ def save_best_model(
     info: dict[str, Any],
 ) -> Path:
     """Write, atomically, ``save_pretrained`` (safetensors + Hub code) + processor + ``key_bank/``
-    (the eval key splits embedded by this model) + ``eval_results.json`` (evaluate_model's JSON,
+    (the eval key splits embedded by this model, novelty thresholds calibrated on the two
+    ``eval_query_splits``, seen then unseen) + ``eval_results.json`` (evaluate_model's JSON,
     read by the model card) + ``training_info.json`` (how this model was selected)."""
     from bioscan_clip_hf.zero_shot import KeyBank
 
@@ -485,6 +486,9 @@ def save_best_model(
         model, processor, keys, modality=modality, batch_size=cfg.eval_batch_size,
         progress=not cfg.disable_tqdm, source=f"{cfg.dataset} {'+'.join(cfg.eval_key_splits)}",
     )
+    if len(cfg.eval_query_splits) == 2:  # (seen, unseen): the novelty flag's thresholds
+        seen, unseen = (load_bioscan(cfg.dataset, split=s, decode_images=False) for s in cfg.eval_query_splits)
+        bank.calibrate(model, processor, seen, unseen, batch_size=cfg.eval_batch_size, progress=not cfg.disable_tqdm)
     bank.save(tmp / "key_bank")
     model.train(was_training)
     if eval_result is not None:
