@@ -32,7 +32,7 @@ from .zero_shot.encode import combine_features, encode_dataset, encode_texts, re
 from .zero_shot.novelty import calibrate_novelty
 from .zero_shot.search import search
 
-__all__ = ["ALL_PAIRS", "evaluate_model", "markdown_table", "plot_accuracy", "resolve_splits"]
+__all__ = ["ALL_PAIRS", "evaluate_model", "markdown_table", "plot_accuracy", "resolve_splits", "results_json"]
 
 RANKS = ("order", "family", "genus", "species")
 ALL_PAIRS = (
@@ -308,10 +308,15 @@ def write_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "accuracy.png"}
-    paths["json"].write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    paths["json"].write_text(results_json(results), encoding="utf-8")
     paths["markdown"].write_text(markdown_table(results), encoding="utf-8")
     plot_accuracy(results, paths["plot"])
     return paths
+
+
+def results_json(results: dict[str, Any]) -> str:
+    """``evaluate_model``'s results as strict JSON (inf/NaN, e.g. an undefined AUROC, become null)."""
+    return json.dumps(_finite(results), indent=2, allow_nan=False) + "\n"
 
 
 def _finite(obj: Any) -> Any:

@@ -31,6 +31,10 @@ def test_threshold_and_calibration_roundtrip():
     assert cal.rank_thresholds["order"] == float("inf")
     assert cal.confident_rank(0.1) == "species" and cal.confident_rank(0.45) == "order"
     assert NoveltyCalibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+    # strict JSON (the Hub, JavaScript) has no Infinity: the always-trusted rank is stored as a string
+    never_trusted = calibrate_novelty([0.1, 0.2], [0.5, 0.6], {"species": [0] * 4, "order": [1] * 4})
+    text = json.dumps(never_trusted.to_dict(), allow_nan=False)
+    assert NoveltyCalibration.from_dict(json.loads(text)).rank_thresholds == {"order": float("inf"), "species": float("-inf")}
 
 
 def test_rank_thresholds_are_monotone():

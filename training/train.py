@@ -472,6 +472,7 @@ def save_best_model(
     (the eval key splits embedded by this model, novelty thresholds calibrated on the two
     ``eval_query_splits``, seen then unseen) + ``eval_results.json`` (evaluate_model's JSON,
     read by the model card) + ``training_info.json`` (how this model was selected)."""
+    from bioscan_clip_hf.evaluation import results_json
     from bioscan_clip_hf.zero_shot import KeyBank
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
@@ -492,7 +493,7 @@ def save_best_model(
     bank.save(tmp / "key_bank")
     model.train(was_training)
     if eval_result is not None:
-        (tmp / "eval_results.json").write_text(json.dumps(eval_result, indent=2) + "\n")
+        (tmp / "eval_results.json").write_text(results_json(eval_result), encoding="utf-8")
     (tmp / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
     _replace_dir(tmp, out_dir)
     return out_dir

@@ -188,7 +188,7 @@ class KeyBank:
         directory.mkdir(parents=True, exist_ok=True)
         save_file({"embeddings": self.embeddings.float().contiguous().cpu()}, str(directory / "embeddings.safetensors"))
         self.table.to_parquet(directory / "keys.parquet", index=False)
-        (directory / "bank.json").write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
+        (directory / "bank.json").write_text(json.dumps(self.meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return directory
 
     @classmethod

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -101,11 +103,25 @@ class NoveltyCalibration:
         return deepest
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready; infinite thresholds (a rank always / never trusted) become "inf" / "-inf",
+        since strict JSON (the Hub, JavaScript) has no infinities."""
+        data = asdict(self)
+        for key in ("threshold", "auroc", "tpr", "fpr"):
+            data[key] = _json_float(data[key])
+        data["rank_thresholds"] = {rank: _json_float(value) for rank, value in self.rank_thresholds.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "NoveltyCalibration":
+        data = dict(data)
+        for key in ("threshold", "auroc", "tpr", "fpr"):
+            data[key] = float(data[key])
+        data["rank_thresholds"] = {rank: float(value) for rank, value in data.get("rank_thresholds", {}).items()}
         return cls(**data)
+
+
+def _json_float(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
 
 
 def calibrate_ranks(distances: Sequence[float], correct: dict[str, Sequence[bool]]) -> dict[str, float]:
