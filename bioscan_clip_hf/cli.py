@@ -22,10 +22,9 @@ from typing import Sequence
 from .convert_clibd import add_convert_parser
 from .data.push_command import add_push_dataset_parser
 from .hub import add_push_parser
+from .taxonomy import RANKS
 
 __all__ = ["build_parser", "main"]
-
-RANKS = ("order", "family", "genus", "species")
 
 
 class CliError(Exception):

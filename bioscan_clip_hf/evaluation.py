@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from .metrics.taxonomic_accuracy.topk import accuracy_report
+from .taxonomy import RANKS
 from .zero_shot.encode import combine_features, encode_dataset, encode_texts, record_texts, resolve_device
 from .zero_shot.novelty import calibrate_novelty
 from .zero_shot.search import search
 
 __all__ = ["ALL_PAIRS", "evaluate_model", "markdown_table", "plot_accuracy", "resolve_splits", "results_json"]
 
-RANKS = ("order", "family", "genus", "species")
 ALL_PAIRS = (
     ("image", "image"), ("dna", "dna"), ("image", "dna"), ("dna", "image"), ("image", "text"), ("dna", "text"),
     ("averaged", "averaged"), ("concatenated", "concatenated"),

@@ -34,6 +34,7 @@ from typing import Any
 
 from . import __version__
 from .hub_cards import MODEL_CARD_TEMPLATE as DEFAULT_TEMPLATE
+from .taxonomy import RANKS
 
 EVALUATION_FILENAME = "eval_results.json"
 CONVERSION_REPORT_FILENAME = "conversion_report.json"
@@ -45,7 +46,6 @@ EXCLUDE_PATTERNS = (
     "optimizer*", "scheduler*", "rng_state*", "checkpoint-*", "checkpoints", "runs", "logs", "wandb",
 )
 MODALITY_NAMES = {"image": "Image", "dna": "DNA", "text": "Text"}
-RANKS = ("order", "family", "genus", "species")
 
 
 class ModelFolderError(ValueError):

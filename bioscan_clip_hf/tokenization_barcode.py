@@ -30,8 +30,9 @@ VOCAB_NAME = "vocab.txt"
 SPECIAL_TOKENS = ("<MASK>", "<CLS>", "<UNK>")
 MASK_ID, CLS_ID, UNK_ID = 0, 1, 2
 _BASES = "ACGT"
-# IUPAC nucleotide codes (both cases) and the alignment gap "-": anything else is a data error.
-IUPAC_CHARACTERS = "ACGTURYSWKMBDHVN" + "ACGTURYSWKMBDHVN".lower() + "-"
+# IUPAC nucleotide codes; with lower case and the alignment gap "-" anything else is a data error.
+IUPAC_NUCLEOTIDES = "ACGTURYSWKMBDHVN"
+IUPAC_CHARACTERS = IUPAC_NUCLEOTIDES + IUPAC_NUCLEOTIDES.lower() + "-"
 
 # byte -> code: 0..3 for upper-case ACGT, 4 for the other IUPAC characters (the k-mer becomes <UNK>),
 # 5 for bytes outside the alphabet (an input error). Used as a bytes.translate table: translating a

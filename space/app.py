@@ -46,10 +46,10 @@ import pandas as pd  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
 from bioscan_clip_hf.data import load_bioscan  # noqa: E402
+from bioscan_clip_hf.taxonomy import RANKS  # noqa: E402
 from bioscan_clip_hf.zero_shot import ZeroShotClassifier, parse_fasta  # noqa: E402
-from bioscan_clip_hf.zero_shot.classify import RANKS  # noqa: E402
 from bioscan_clip_hf.zero_shot.inputs import Query  # noqa: E402
-from bioscan_clip_hf.zero_shot.sequences import clean_sequence  # noqa: E402
+from bioscan_clip_hf.zero_shot.sequences import IUPAC_DNA, clean_sequence  # noqa: E402
 from bioscan_clip_hf.zero_shot.writers import write_rows  # noqa: E402
 
 APP_DIR = Path(__file__).resolve().parent
@@ -161,7 +161,7 @@ def _dna_from_text(text: str, source: str, notes: list[str]) -> str:
         label = source
     if error is not None:
         if error.startswith("invalid characters"):
-            bad = sorted(set(seq) - set("ACGTURYSWKMBDHVN"))
+            bad = sorted(set(seq) - IUPAC_DNA)
             shown = html.escape(", ".join(repr(c) for c in bad[:12]), quote=False) + (" ..." if len(bad) > 12 else "")
             raise InputProblem(
                 f"The text in {label} is not a DNA sequence: it contains {shown}. "

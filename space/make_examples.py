@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 from bioscan_clip_hf.synthetic import generate_synthetic_records
+from bioscan_clip_hf.taxonomy import RANKS
 
 OUT = Path(__file__).resolve().parent / "examples"
-RANKS = ("order", "family", "genus", "species")
 # (split, which inputs the example row fills, how the page describes the species)
 PLAN = (
     ("test", ("image", "dna"), "species in the library"),

@@ -35,6 +35,8 @@ import subprocess
 import time
 from typing import Any
 
+from bioscan_clip_hf.taxonomy import RANKS
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "training" / "configs" / "demo_synthetic.yaml"
 ACCELERATE_CONFIG = REPO / "training" / "accelerate" / "cpu.yaml"
@@ -95,7 +97,7 @@ def chance_levels(data: Path) -> dict[str, float]:
     from bioscan_clip_hf.data import load_bioscan
 
     keys = load_bioscan(data, split=["train", "key_unseen"], decode_images=False)
-    return {r: 100.0 / len({v for v in keys[r] if v}) for r in ("order", "family", "genus", "species")}
+    return {r: 100.0 / len({v for v in keys[r] if v}) for r in RANKS}
 
 
 HEADLINE = (

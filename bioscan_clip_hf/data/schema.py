@@ -18,9 +18,8 @@ from typing import Any
 import datasets
 
 from ..processing_bioscan_clip import taxonomy_text
-
-RANKS: tuple[str, ...] = ("order", "family", "genus", "species")
-"""The four ranks CLIBD predicts and puts in the taxonomy text, coarse to fine."""
+from ..taxonomy import RANKS
+from ..tokenization_barcode import IUPAC_NUCLEOTIDES
 
 LINEAGE_COLUMNS: tuple[str, ...] = ("phylum", "class", "order", "family", "subfamily", "genus", "species")
 
@@ -57,7 +56,7 @@ FEATURES = datasets.Features(
 MAX_BARCODE_LENGTH = 660
 """The original tokenizer pads/truncates barcodes to 660 nt; longer barcodes are kept whole in the data."""
 
-IUPAC_NUCLEOTIDES = frozenset("ACGTURYSWKMBDHVN-")
+BARCODE_CHARACTERS = frozenset(IUPAC_NUCLEOTIDES + "-")
 """Characters accepted in a stored barcode (upper-case IUPAC codes and the alignment gap)."""
 
 _MISSING_RANK_STRINGS = frozenset({"", "not_classified", "nan", "none", "null", "na"})
@@ -102,7 +101,7 @@ def invalid_barcode_characters(barcode: str) -> str:
         >>> invalid_barcode_characters("ACGTX*")
         '*X'
     """
-    return "".join(sorted(set(barcode) - IUPAC_NUCLEOTIDES))
+    return "".join(sorted(set(barcode) - BARCODE_CHARACTERS))
 
 
 def check_splits(splits: str | Iterable[str]) -> list[str]:

@@ -31,13 +31,13 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..taxonomy import RANKS
 from .encode import MODALITIES, encode_dataset
 from .novelty import NoveltyCalibration, calibrate_novelty
 from .search import search
 
 __all__ = ["KeyBank", "StaleBankError", "model_fingerprint", "BANK_FILES"]
 
-RANKS = ("order", "family", "genus", "species")
 BANK_FILES = ("embeddings.safetensors", "keys.parquet", "bank.json")
 
 

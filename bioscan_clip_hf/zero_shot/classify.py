@@ -21,9 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
+from ..taxonomy import RANKS
+
 __all__ = ["RANKS", "knn_vote", "nearest_rule", "text_rollup"]
 
-RANKS = ("order", "family", "genus", "species")
 Prediction = dict[str, tuple]
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..taxonomy import RANKS
 from .sequences import clean_sequence
 
 __all__ = ["MODALITIES", "combine_features", "encode_dna", "encode_images", "encode_texts", "load_image", "resolve_device"]
@@ -211,8 +212,8 @@ def record_texts(dataset) -> list[str]:
     """The taxonomy string of every record ("Order Family Genus Species", ``not_classified`` gaps)."""
     from ..processing_bioscan_clip import taxonomy_text
 
-    cols = {rank: dataset[rank] for rank in ("order", "family", "genus", "species")}
-    return [taxonomy_text(*(cols[r][i] for r in ("order", "family", "genus", "species"))) for i in range(len(dataset))]
+    cols = {rank: dataset[rank] for rank in RANKS}
+    return [taxonomy_text(*(cols[r][i] for r in RANKS)) for i in range(len(dataset))]
 
 
 def encode_dataset(model, processor, dataset, modality: str, batch_size: int = 64, progress: bool = True):

@@ -17,15 +17,14 @@ Example:
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["NoveltyCalibration", "auroc", "best_threshold", "calibrate_novelty", "calibrate_ranks"]
+from ..taxonomy import RANKS
 
-RANKS = ("order", "family", "genus", "species")
+__all__ = ["NoveltyCalibration", "auroc", "best_threshold", "calibrate_novelty", "calibrate_ranks"]
 
 
 def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float:

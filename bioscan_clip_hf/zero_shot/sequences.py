@@ -20,10 +20,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..tokenization_barcode import IUPAC_NUCLEOTIDES
+
 __all__ = ["FASTA_SUFFIXES", "IUPAC_DNA", "SequenceRecord", "clean_sequence", "parse_fasta", "read_sequences"]
 
 FASTA_SUFFIXES = (".fasta", ".fa", ".fas", ".fna", ".ffn", ".fsa")
-IUPAC_DNA = frozenset("ACGTURYSWKMBDHVN")
+IUPAC_DNA = frozenset(IUPAC_NUCLEOTIDES)
 _GAPS = re.compile(r"[\s\-.]+")
 
 
