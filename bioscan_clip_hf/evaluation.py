@@ -105,6 +105,7 @@ def evaluate_model(
     title: str | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    per_query: bool = False,
 ) -> dict[str, Any]:
     """Run the paper's protocol and return (and optionally write) the results.
 
@@ -120,6 +121,8 @@ def evaluate_model(
             model and data support.
         output_dir: when given, writes ``results.json``, ``results.md`` and ``accuracy.png``.
         title: label for the table and plot (say "synthetic" for synthetic data).
+        per_query: also return every query's top-1 prediction (for paired comparisons of models
+            on the same queries, or error analysis) under ``"predictions"``.
 
     Returns:
         A JSON-able dict::
@@ -132,7 +135,9 @@ def evaluate_model(
                                         "rank_thresholds"}},
              "selection_score": mean of every top-1 micro and macro accuracy (seen and unseen,
                                 all pairs and ranks), for model selection,
-             "seconds": wall time}
+             "seconds": wall time,
+             "predictions" (only with ``per_query``): {"dna->dna": [{"processid", "group",
+                 "nearest_key", "similarity", "true": {rank: label}, "predicted": {rank: label}}]}}
 
         Accuracies are percentages. Queries or keys whose input is missing or unreadable are
         left out (counted in ``protocol["skipped"]``).
@@ -180,6 +185,7 @@ def evaluate_model(
         groups = ["seen"] * len(seen) + ["unseen"] * len(unseen)
         results: dict[str, Any] = {}
         novelty: dict[str, Any] = {}
+        predictions: dict[str, list[dict[str, Any]]] = {}
         skipped: dict[str, int] = {}
         kmax = max(k_values)
         for qmod, kmod in wanted:
@@ -209,6 +215,10 @@ def evaluate_model(
                 per_rank[rank] = rep
                 correct[rank] = [p[0] == r for p, r in zip(preds, refs)]
             results[name] = per_rank
+            if per_query:
+                predictions[name] = _query_predictions(
+                    list(seen["processid"]) + list(unseen["processid"]), list(keys["processid"]),
+                    query_labels, key_labels, q_rows, g, idx[:, 0], scores[:, 0])
             dist = 1.0 - scores[:, 0]
             is_seen = np.array([x == "seen" for x in g])
             if is_seen.any() and (~is_seen).any():
@@ -234,9 +244,23 @@ def evaluate_model(
         "selection_score": float(np.mean(top1)) if top1 else 0.0,
         "seconds": round(time.perf_counter() - start, 3),
     }
+    if per_query:
+        out["predictions"] = predictions
     if output_dir is not None:
         write_results(out, output_dir)
     return out
+
+
+def _query_predictions(query_ids: list, key_ids: list, query_labels: dict[str, list], key_labels: dict[str, list],
+                       q_rows: list[int], groups: list[str], nearest: np.ndarray,
+                       similarity: np.ndarray) -> list[dict[str, Any]]:
+    """One row per scored query: its id, seen/unseen group, nearest key and labels at every rank."""
+    return [
+        {"processid": query_ids[q], "group": group, "nearest_key": key_ids[k], "similarity": float(sim),
+         "true": {rank: query_labels[rank][q] for rank in RANKS},
+         "predicted": {rank: key_labels[rank][k] for rank in RANKS}}
+        for q, group, k, sim in zip(q_rows, groups, nearest.tolist(), similarity.tolist())
+    ]
 
 
 def _fmt(x: float) -> str:

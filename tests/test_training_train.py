@@ -52,6 +52,8 @@ def test_every_shipped_config_parses_and_overrides_apply():
     (["--dataset", "x", "--modalities", "image"], "two or three"),
     (["--dataset", "x", "--per_device_train_batch_size", "ten"], "expects an integer"),
     (["--modalities", "dna,text"], "`dataset` is required"),
+    (["--dataset", "x", "--dna_substitution_rate", "1.5"], "dna_substitution_rate"),
+    (["--dataset", "x", "--dna_max_trim_start", "-1"], "trims must be >= 0"),
 ])
 def test_bad_settings_are_named(argv, message):
     with pytest.raises(ValueError, match=message):
@@ -114,8 +116,10 @@ def test_two_step_run_of_each_modality_combination(tiny_data, tmp_path, modaliti
 
 def test_resume_latest_is_exact_from_epoch_end_and_mid_epoch(tiny_data, tmp_path):
     # 64 records / batch 8 = 8 steps per epoch; checkpoints at steps 3, 6, ... and each epoch end.
+    # Barcode augmentation is on too: its draws must also replay exactly after a resume.
     common = ["--modalities", "image,dna,text", "--max_train_samples", "64", "--num_train_epochs", "2",
-              "--eval_every", "0", "--checkpointing_steps", "3", "--checkpoints_total_limit", "none"]
+              "--eval_every", "0", "--checkpointing_steps", "3", "--checkpoints_total_limit", "none",
+              "--dna_substitution_rate", "0.05", "--dna_max_trim_start", "4", "--dna_max_trim_end", "20"]
     straight = tmp_path / "straight"
     main(_args(tiny_data, straight, *common))
     final = load_file(straight / "checkpoints" / "epoch_2" / "model.safetensors")

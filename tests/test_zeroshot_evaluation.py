@@ -72,3 +72,27 @@ def test_pairs_follow_the_model_towers(tiny_processor, zeroshot_data_dir, towers
     model = BioscanClipModel(BioscanClipConfig.from_preset("tiny", modalities=towers)).eval()
     res = evaluate_model(model, tiny_processor, zeroshot_data_dir, k_values=(1,), progress=False)
     assert res["protocol"]["pairs"] == pairs
+
+
+def test_per_query_predictions_match_the_reported_accuracy(tiny_model, tiny_processor, zeroshot_data_dir):
+    data = load_bioscan(zeroshot_data_dir)
+    res = evaluate_model(tiny_model, tiny_processor, data, query_splits=("test", "test_unseen"),
+                         pairs=[("dna", "dna")], k_values=(1,), progress=False, per_query=True)
+    rows = res["predictions"]["dna->dna"]
+    assert [r["processid"] for r in rows] == list(data["test"]["processid"]) + list(data["test_unseen"]["processid"])
+    for rank in ("order", "genus", "species"):
+        for group in ("seen", "unseen"):
+            hits = [r["predicted"][rank] == r["true"][rank] for r in rows if r["group"] == group]
+            assert 100 * sum(hits) / len(hits) == pytest.approx(res["pairs"]["dna->dna"][rank][f"{group}_micro_top1"])
+    # The nearest key is the exact cosine nearest neighbour among train + key_unseen.
+    keys = [r for split in ("train", "key_unseen") for r in data[split]]
+    feats = tiny_model.get_dna_features(**{k: v for k, v in tiny_processor(dna=[k["dna_barcode"] for k in keys]).items()
+                                           if k.startswith("dna_")}).detach()
+    query = data["test"][0]
+    qf = tiny_model.get_dna_features(**{k: v for k, v in tiny_processor(dna=[query["dna_barcode"]]).items()
+                                        if k.startswith("dna_")}).detach()
+    best = int((qf @ feats.T).argmax())
+    assert rows[0]["nearest_key"] == keys[best]["processid"]
+    assert rows[0]["similarity"] == pytest.approx(float((qf @ feats.T).max()), abs=1e-5)
+    assert "predictions" not in evaluate_model(tiny_model, tiny_processor, data, pairs=[("dna", "dna")],
+                                               k_values=(1,), progress=False)

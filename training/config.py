@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from bioscan_clip_hf.data.dna_augment import BarcodeAugmentation
+
 MODALITIES = ("image", "dna", "text")
 
 
@@ -48,6 +50,12 @@ class TrainConfig:
     """DataLoader worker processes (images are decoded and augmented in them)."""
     image_augmentation: bool = True
     """The original training augmentation of images (random resized crop, flips, rotation); false = eval resize + crop."""
+    dna_substitution_rate: float = 0.0
+    """Training barcodes: chance that a base becomes another one (our addition; 0 = as read, the original)."""
+    dna_max_trim_start: int = 0
+    """Training barcodes: drop 0..N bases from the start, shifting the 5-mer frame (0 = off, the original)."""
+    dna_max_trim_end: int = 0
+    """Training barcodes: drop 0..N bases from the end (0 = off, the original)."""
 
     # --- model ---
     model_preset: str = "clibd-base"
@@ -175,6 +183,15 @@ class TrainConfig:
             raise ValueError(f"`key_bank_modality` {self.key_bank_modality!r} is not among {self.modalities}")
         if self.num_train_epochs < 1 and not self.max_train_steps:
             raise ValueError("`num_train_epochs` must be >= 1 (or set `max_train_steps`)")
+        self.dna_augmentation()  # raises on an out-of-range rate or trim, naming it
+
+    def dna_augmentation(self) -> BarcodeAugmentation | None:
+        """The training barcodes' augmentation, or ``None`` when every ``dna_*`` setting is off."""
+        try:
+            augmentation = BarcodeAugmentation(self.dna_substitution_rate, self.dna_max_trim_start, self.dna_max_trim_end)
+        except ValueError as err:
+            raise ValueError(f"`dna_substitution_rate` / `dna_max_trim_*`: {err}") from None
+        return augmentation if augmentation.enabled and "dna" in self.modalities else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

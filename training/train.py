@@ -236,7 +236,9 @@ def build_train_data(cfg: TrainConfig, processor: BioscanClipProcessor, accelera
     from bioscan_clip_hf.data import BioscanCollator
 
     collate = SeededCollate(
-        BioscanCollator(processor, modalities=tuple(cfg.modalities), train=cfg.image_augmentation), cfg.seed, accelerator.process_index
+        BioscanCollator(processor, modalities=tuple(cfg.modalities), train=cfg.image_augmentation,
+                        dna_augmentation=cfg.dna_augmentation()),
+        cfg.seed, accelerator.process_index,
     )
     world = accelerator.num_processes
     bs = cfg.per_device_train_batch_size

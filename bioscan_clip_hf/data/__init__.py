@@ -16,6 +16,7 @@ _EXPORTS = {
     "BioscanBatch": "collator",
     "BioscanCollator": "collator",
     "decode_image": "collator",
+    "BarcodeAugmentation": "dna_augment",
     "push_dataset": "card",
     "write_dataset_card": "card",
     "add_push_dataset_parser": "push_command",
@@ -39,6 +40,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .card import push_dataset, write_dataset_card
     from .collator import BioscanBatch, BioscanCollator, decode_image
+    from .dna_augment import BarcodeAugmentation
     from .parquet import list_shards, load_bioscan
     from .push_command import add_push_dataset_parser
     from .realcoi import build_realcoi_dataset

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from transformers import BatchFeature
 
+from .dna_augment import BarcodeAugmentation
 from .schema import record_taxonomy_text
 from .transforms import TrainImageTransform
 
@@ -101,6 +102,8 @@ class BioscanCollator:
             resize + centre crop).
         seed: seed a private generator for the augmentation (reproducible in one process);
             ``None`` uses the ``random`` module, seeded per DataLoader worker by PyTorch.
+        dna_augmentation: a :class:`~bioscan_clip_hf.data.dna_augment.BarcodeAugmentation`
+            applied to every barcode (training only; ``None`` = barcodes as read, the original).
 
     Raises (when called):
         ValueError: a record lacks an image or barcode needed for ``modalities`` (the message
@@ -117,6 +120,7 @@ class BioscanCollator:
         modalities: Sequence[str] = MODALITIES,
         train: bool = False,
         seed: int | None = None,
+        dna_augmentation: BarcodeAugmentation | None = None,
     ) -> None:
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown or not modalities:
@@ -124,6 +128,7 @@ class BioscanCollator:
         self.processor = processor
         self.modalities = tuple(modalities)
         self.train = train
+        self.dna_augmentation = dna_augmentation
         self.transform = None
         self._min_side = None
         if "image" in self.modalities:
@@ -160,6 +165,8 @@ class BioscanCollator:
             missing = [pid for pid, barcode in zip(ids, barcodes) if not barcode]
             if missing:
                 raise ValueError(f"{len(missing)} record(s) have no barcode but modalities include 'dna': {missing[:10]}")
+            if self.dna_augmentation is not None:
+                barcodes = [self.dna_augmentation(barcode) for barcode in barcodes]
             kwargs["dna"] = barcodes
         if "text" in self.modalities:
             kwargs["text"] = [record_taxonomy_text(record) for record in records]
