@@ -138,8 +138,9 @@ def summarise(splits: dict[int, dict[str, Any]]) -> dict[str, Any]:
     seeds = [seed for seed, s in splits.items() for _ in s["paper"]["trained"]["predictions"][PAIR]]
     contradicted = [r for r in rows["kmer5_nn"]
                     if r["similarity"] >= CONTRADICTED_SIMILARITY and r["predicted"]["genus"] != r["true"]["genus"]]
-    novel_by_id = {(seed, r["processid"]): i for i, (seed, r) in enumerate(
-        (seed, r) for seed, s in splits.items() for r in s["novel_species"]["trained"]["predictions"][PAIR])}
+    # Both key sets answer the same queries in the same order, so row i is one query in both.
+    if [r["processid"] for r in novel_rows["trained"]] != [r["processid"] for r in rows["trained"]]:
+        raise RuntimeError("the two key sets were not scored on the same queries")
 
     def answer(row: dict[str, Any]) -> dict[str, Any]:
         return {"genus": row["predicted"]["genus"], "species": row["predicted"]["species"],
@@ -168,8 +169,7 @@ def summarise(splits: dict[int, dict[str, Any]]) -> dict[str, Any]:
             {"split_seed": seeds[i], "processid": r["processid"], "group": r["group"], "genus": r["true"]["genus"],
              "species": r["true"]["species"],
              "paper": {m: answer(rows[m][i]) for m in MODELS},
-             "novel_species": {m: answer(novel_rows[m][novel_by_id[(seeds[i], r["processid"])]]) for m in MODELS}
-             if r["group"] == "unseen" else None}
+             "novel_species": {m: answer(novel_rows[m][i]) for m in MODELS} if r["group"] == "unseen" else None}
             for i, r in enumerate(rows["trained"])
         ],
     }

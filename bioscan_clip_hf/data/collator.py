@@ -100,10 +100,11 @@ class BioscanCollator:
         modalities: which inputs to build: any of ``"image"``, ``"dna"``, ``"text"``.
         train: apply the original training augmentation to images (else the processor's eval
             resize + centre crop).
-        seed: seed a private generator for the augmentation (reproducible in one process);
+        seed: seed a private generator for the image augmentation (reproducible in one process);
             ``None`` uses the ``random`` module, seeded per DataLoader worker by PyTorch.
         dna_augmentation: a :class:`~bioscan_clip_hf.data.dna_augment.BarcodeAugmentation`
-            applied to every barcode (training only; ``None`` = barcodes as read, the original).
+            applied to every barcode (training only; ``None`` = barcodes as read, the original);
+            it draws from its own ``rng``, or from the ``random`` module when that is ``None``.
 
     Raises (when called):
         ValueError: a record lacks an image or barcode needed for ``modalities`` (the message
