@@ -2,7 +2,9 @@
 
 1. ``BarcodeKmerTokenizer`` on 100,000 real COI barcodes (drawn with repetition, seed 0, from
    ``../shared/data/real-coi/coi_insecta.tsv``) against a straightforward per-sequence Python
-   implementation of the same rules; both outputs are checked to be identical.
+   implementation of the same rules and, with ``--baseline-tokenizer FILE``, against another version of
+   ``tokenization_barcode.py`` (e.g. the previous commit's, from ``git show``), timed alternately in the
+   same run; all outputs are checked to be identical.
 2. Embedding throughput of each tower of the ``clibd-base`` preset (random weights: speed does not
    depend on the values), fp32 and bf16: ``model.get_*_features`` against the bare transformers tower
    (``ViTModel`` / ``BertModel``, the very same module and weights) on the same inputs. The timings
@@ -13,13 +15,15 @@
    bare tower's output, which is the least noisy measure of the overhead on a shared machine.
 
 Usage: ``python benchmarks/bench_core.py [--n-barcodes 100000] [--repeats 5] [--tower-repeats 7]
-[--image-batch 4] [--dna-batch 4] [--text-batch 32] [--out benchmarks/results/core.json]``
+[--image-batch 4] [--dna-batch 4] [--text-batch 32] [--baseline-tokenizer FILE] [--tokenizer-only]
+[--out benchmarks/results/core.json]``
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import itertools
 import json
 import os
@@ -27,6 +31,7 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,18 +63,49 @@ def best_time(fn, repeats: int) -> float:
     return min(timings)
 
 
-def bench_tokenizer(n_barcodes: int, repeats: int) -> dict:
+def load_tokenizer_class(path: Path) -> type:
+    """``BarcodeKmerTokenizer`` from another copy of ``tokenization_barcode.py`` (a file outside the package)."""
+    spec = importlib.util.spec_from_file_location("baseline_tokenization_barcode", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.BarcodeKmerTokenizer
+
+
+def alternate_best_times(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` timings of each function, run in alternating order so load hits all alike."""
+    timings: dict[str, list[float]] = {name: [] for name in functions}
+    names = list(functions)
+    for index in range(repeats):
+        for name in names if index % 2 == 0 else names[::-1]:
+            timings[name].append(best_time(functions[name], 1))
+    return {name: min(values) for name, values in timings.items()}
+
+
+def bench_tokenizer(n_barcodes: int, repeats: int, baseline: Path | None = None) -> dict:
     with open(COI_TSV, newline="") as handle:
         barcodes = [row["dna_barcode"] for row in csv.DictReader(handle, delimiter="\t")]
     rng = random.Random(0)
     sample = [rng.choice(barcodes) for _ in range(n_barcodes)]
     tokenizer = BarcodeKmerTokenizer()
-    vectorised = tokenizer(sample, return_tensors="np")["input_ids"]
+    vectorised = tokenizer(sample, return_tensors="np")
     reference = np.array(per_sequence_tokenize(sample), dtype=np.int64)
-    if not np.array_equal(vectorised, reference):
+    if not np.array_equal(vectorised["input_ids"], reference):
         raise SystemExit("vectorised and per-sequence tokenizers disagree")
-    t_vec = best_time(lambda: tokenizer(sample, return_tensors="np"), repeats)
+    functions = {"current": lambda: tokenizer(sample, return_tensors="np")}
+    if baseline is not None:
+        other = load_tokenizer_class(baseline)()
+        theirs = other(sample, return_tensors="np")
+        if any(not np.array_equal(theirs[key], vectorised[key]) for key in ("input_ids", "attention_mask")):
+            raise SystemExit(f"{baseline} and the current tokenizer disagree")
+        functions["baseline"] = lambda: other(sample, return_tensors="np")
+    best = alternate_best_times(functions, repeats)
+    t_vec = best["current"]
     t_ref = best_time(lambda: per_sequence_tokenize(sample), max(1, repeats // 2))
+    comparison = {}
+    if baseline is not None:
+        comparison = {"baseline_file": str(baseline), "baseline_seconds": best["baseline"],
+                      "baseline_barcodes_per_s": n_barcodes / best["baseline"],
+                      "speed_vs_baseline": best["baseline"] / t_vec}
     return {
         "n_barcodes": n_barcodes,
         "source": str(COI_TSV.relative_to(ROOT.parent)),
@@ -80,6 +116,7 @@ def bench_tokenizer(n_barcodes: int, repeats: int) -> dict:
         "per_sequence_barcodes_per_s": n_barcodes / t_ref,
         "speedup": t_ref / t_vec,
         "outputs_identical": True,
+        **comparison,
     }
 
 
@@ -155,15 +192,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dna-batch", type=int, default=4)
     parser.add_argument("--text-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--baseline-tokenizer", type=Path, default=None,
+                        help="another tokenization_barcode.py to time against the current one (same run, alternating)")
+    parser.add_argument("--tokenizer-only", action="store_true", help="skip the tower benchmark")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "core.json")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     print(f"DNA tokenizer on {args.n_barcodes} barcodes...", file=sys.stderr)
-    tokenizer = bench_tokenizer(args.n_barcodes, args.repeats)
+    tokenizer = bench_tokenizer(args.n_barcodes, args.repeats, args.baseline_tokenizer)
     batches = {"image": args.image_batch, "dna": args.dna_batch, "text": args.text_batch}
-    towers = bench_towers(args.tower_repeats, batches)
+    towers = None if args.tokenizer_only else bench_towers(args.tower_repeats, batches)
     result = {
         "benchmark": "core",
         "command": "python benchmarks/bench_core.py " + " ".join(argv if argv is not None else sys.argv[1:]),

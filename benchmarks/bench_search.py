@@ -9,6 +9,20 @@ top-1 recall of bf16 against fp32.
 
     python benchmarks/bench_search.py            # writes benchmarks/results/search.json
     python benchmarks/bench_search.py --keys 100000 --out /tmp/search.json   # quick check
+
+With ``--ann`` it benchmarks the approximate indexes of ``bioscan_clip_hf.zero_shot.index`` instead,
+as a bank of that size is searched: the keys (synthetic random unit vectors, the hardest case for
+an index) are written once as a float16 safetensors file and memory-mapped from it (one copy, in the
+page cache); exact search (fp32 matmul over the fp16 keys, chunk by chunk) gives the reference
+top-5 and the baseline queries/s; each index is built from the mapped keys and searched through
+``KeyIndex.search`` (candidates from faiss, exact rescoring from the mapped keys). Reported per index
+and search setting: build time, anonymous memory of the process (the index and its temporaries, not
+the mapped keys), index file size, queries/s, speed-up over exact, recall@1 and recall@5 against
+exact. HNSW is measured on the first ``--hnsw-keys`` keys only (its build time rules it out at
+millions of keys on few cores).
+
+    python benchmarks/bench_search.py --ann --keys 1000000 --variants --out benchmarks/results/ann_1m.json
+    nice -n 10 python benchmarks/bench_search.py --ann --keys 5000000 --out benchmarks/results/ann_5m.json
 """
 
 from __future__ import annotations
@@ -122,6 +136,136 @@ def in_child(method: str, *args):
     return result
 
 
+def _anon_rss() -> int:
+    """Anonymous resident memory of this process (bytes): what it holds besides mapped files."""
+    return _status("RssAnon")
+
+
+def write_mapped_keys(path: Path, n: int, d: int, seed: int = 0, cluster: int = 0) -> torch.Tensor:
+    """Random unit keys [n, d] written straight into a float16 safetensors file, then memory-mapped.
+
+    ``cluster`` > 0: keys come in runs of ``cluster`` around a random centre (like the records of one
+    species; cosine about 0.8 within a run), instead of independent directions.
+
+    The file is laid out by hand (8-byte header length, JSON header, raw data) and filled chunk by
+    chunk through a writable memory map, so the keys never exist twice in memory; it is then opened
+    the way ``KeyBank.load`` opens a bank (``safetensors.safe_open``: a mapped, not copied, tensor).
+    """
+    from safetensors import safe_open
+
+    header = json.dumps({"embeddings": {"dtype": "F16", "shape": [n, d], "data_offsets": [0, n * d * 2]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header)
+        f.truncate(8 + len(header) + n * d * 2)
+    data = np.memmap(path, dtype=np.float16, mode="r+", offset=8 + len(header), shape=(n, d))
+    gen = torch.Generator().manual_seed(seed)
+    step = 65536 - 65536 % cluster if cluster else 65536
+    for i in range(0, n, step):
+        block = torch.randn(min(step, n - i), d, generator=gen)
+        if cluster:
+            centres = torch.randn(-(-block.shape[0] // cluster), d, generator=gen)
+            block = centres.repeat_interleave(cluster, 0)[: block.shape[0]] + 0.5 * block
+        data[i : i + block.shape[0]] = torch.nn.functional.normalize(block, dim=1).half().numpy()
+    data.flush()
+    del data
+    with safe_open(str(path), "pt") as f:
+        return f.get_tensor("embeddings")
+
+
+def _recall(found: np.ndarray, exact: np.ndarray, k: int) -> float:
+    return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(found, exact)]))
+
+
+def _search_settings(kind: str, index) -> list[dict]:
+    if kind == "hnsw":
+        return [{"efSearch": e} for e in (32, 64, 128)]
+    nlist = index.index.nlist
+    return [{"nprobe": max(1, round(nlist * f))} for f in (1 / 64, 1 / 32, 1 / 16)]
+
+
+def _exact(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[np.ndarray, float]:
+    """Exact top-k indices and queries/s (after a warm-up on the first chunk)."""
+    exact_topk(queries, keys[: 2**25 // queries.shape[0]], k)
+    start = time.perf_counter()
+    _, idx = exact_topk(queries, keys, k)
+    return idx.numpy(), queries.shape[0] / (time.perf_counter() - start)
+
+
+def run_ann(args, argv) -> int:
+    """The ``--ann`` benchmark (module docstring)."""
+    from bioscan_clip_hf.zero_shot.index import KeyIndex, ivf_lists
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    n, d, nq, k = args.keys, args.dim, args.queries, args.k
+    start = time.perf_counter()
+    keys = write_mapped_keys(work / "keys.safetensors", n, d, cluster=args.cluster)
+    write_seconds = time.perf_counter() - start
+    gen = torch.Generator().manual_seed(1)
+    source = torch.randint(0, n, (nq,), generator=gen)
+    queries = torch.nn.functional.normalize(keys[source].float() + 0.02 * torch.randn(nq, d, generator=gen), dim=1)
+    exact_idx, exact_qps = _exact(queries, keys, k)
+    exact_runs = [exact_qps]
+    print(f"exact: {exact_qps:.1f} queries/s", file=sys.stderr, flush=True)
+    plans = [("ivf", None)]
+    if args.variants:
+        plans += [("ivf", f"IVF{ivf_lists(n)},PQ{d // 16}x4fs"), ("ivf", f"IVF{ivf_lists(n)},SQ8")]
+    if args.hnsw_keys:
+        plans.append(("hnsw", None))
+    results = []
+    for number, (kind, factory) in enumerate(plans):
+        subset = min(n, args.hnsw_keys) if kind == "hnsw" else n
+        if number:  # exact again before each index: the load of a shared machine moves in the meantime
+            exact_runs.append(_exact(queries, keys, k)[1])
+        truth, baseline_qps = (exact_idx, exact_runs[-1]) if subset == n else _exact(queries, keys[:subset], k)
+        base = _anon_rss()
+        start = time.perf_counter()
+        index = KeyIndex.build(keys[:subset], kind, progress=False, factory=factory)
+        build_seconds = time.perf_counter() - start
+        index_memory = (_anon_rss() - base) / 1e9
+        index.save(work, "benchmark")
+        file_gb = (work / "index.faiss").stat().st_size / 1e9
+        settings = ([{"efSearch": e} for e in (32, 64, 128)] if kind == "hnsw"
+                    else [{"nprobe": max(1, round(index.index.nlist * f))} for f in (1 / 64, 1 / 32, 1 / 16)])
+        for setting in settings:
+            index.meta["params"] = setting
+            index.search(queries[:8], keys[:subset], k)
+            start = time.perf_counter()
+            _, idx = index.search(queries, keys[:subset], k)
+            qps = nq / (time.perf_counter() - start)
+            row = {"kind": kind, "factory": index.meta["factory"], "keys": subset, "build_seconds": build_seconds,
+                   "index_memory_gb": index_memory, "index_file_gb": file_gb, **setting, "rerank": index.meta["rerank"],
+                   "queries_per_s": qps, "exact_queries_per_s": baseline_qps, "speedup_over_exact": qps / baseline_qps,
+                   "recall_at_1": _recall(idx.numpy(), truth, 1), "recall_at_5": _recall(idx.numpy(), truth, k)}
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+        del index
+    report = {
+        "benchmark": "approximate search (synthetic unit vectors, float16 keys memory-mapped from safetensors)",
+        "keys": f"clusters of {args.cluster} (cosine ~0.8 within)" if args.cluster else "independent random directions",
+        "command": "python benchmarks/bench_search.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": f"{os.cpu_count()}-core CPU, shared ({platform.processor() or platform.machine()}, torch threads "
+                   f"{torch.get_num_threads()})",
+        "torch": torch.__version__, "n_keys": n, "dim": d, "n_queries": nq, "k": k,
+        "keys_file_gb": (work / "keys.safetensors").stat().st_size / 1e9, "keys_write_seconds": write_seconds,
+        "exact": {"method": "exact_topk, fp32 matmul over the fp16 keys; timed again before each index, whose speed-up "
+                            "is against the run just before it", "queries_per_s": exact_runs,
+                  "top1_is_source_key": float(np.mean(exact_idx[:, 0] == source.numpy()))},
+        "index_memory": "growth of the process's anonymous memory while building (the index; the keys are a mapped file)",
+        "peak_rss_gb_including_mapped_keys": _status("VmHWM") / 1e9,
+        "indexes": results,
+        "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    if not args.keep_keys:
+        (work / "keys.safetensors").unlink()
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keys", type=int, default=1_000_000)
@@ -129,7 +273,15 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=256)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search.json"))
+    ap.add_argument("--ann", action="store_true", help="benchmark the approximate indexes instead (module docstring)")
+    ap.add_argument("--variants", action="store_true", help="--ann: also IVF-PQ with d/16 codes and IVF-SQ8")
+    ap.add_argument("--hnsw-keys", type=int, default=0, help="--ann: also HNSW on the first N keys")
+    ap.add_argument("--work-dir", default=str(ROOT / "outputs" / "bench_search"), help="--ann: where the keys file goes")
+    ap.add_argument("--keep-keys", action="store_true", help="--ann: keep the keys file")
+    ap.add_argument("--cluster", type=int, default=0, help="--ann: keys in clusters of this size (0: independent)")
     args = ap.parse_args(argv)
+    if args.ann:
+        return run_ann(args, argv)
     n, d, nq, k = args.keys, args.dim, args.queries, args.k
     torch.set_num_threads(os.cpu_count() or 1)
     methods = ["torch_fp32", "torch_bf16"] + (["faiss"] if faiss_available() else [])

@@ -34,6 +34,7 @@ _CORE = {
     "bioscan_clip_loss": "modeling_bioscan_clip",
     "BioscanClipProcessor": "processing_bioscan_clip",
     "taxonomy_text": "processing_bioscan_clip",
+    "BioscanClipImageProcessor": "image_processing_bioscan_clip",
     "BarcodeKmerTokenizer": "tokenization_barcode",
 }
 _LAZY = {
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .configuration_bioscan_clip import BioscanClipConfig
     from .data import BioscanCollator, load_bioscan
     from .evaluation import evaluate_model
+    from .image_processing_bioscan_clip import BioscanClipImageProcessor
     from .modeling_bioscan_clip import BioscanClipModel, BioscanClipOutput, bioscan_clip_loss
     from .processing_bioscan_clip import BioscanClipProcessor, taxonomy_text
     from .tokenization_barcode import BarcodeKmerTokenizer

@@ -117,6 +117,51 @@ _PRESETS: dict[str, dict[str, Any]] = {
         # identical for every image and the image tower does not learn in a CPU-sized run.
         "image_normalize": True,
     },
+    # Real-size towers that train on a CPU: the DNA tower is 4 x 256 BERT (the shape of
+    # prajjwal1/bert-mini; 3.6 M parameters with its MLM head), the text tower has the same shape,
+    # and the image tower is a ViT of that width with the real model's 16 px patches.
+    "small": {
+        "vision_config": {
+            "model_type": "vit",
+            "hidden_size": 256,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "intermediate_size": 1024,
+            "hidden_act": "gelu",
+            "image_size": 224,
+            "patch_size": 16,
+            "num_channels": 3,
+            "qkv_bias": True,
+            "layer_norm_eps": 1e-6,
+        },
+        "dna_config": {
+            "model_type": "bert",
+            "vocab_size": 1027,
+            "hidden_size": 256,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "intermediate_size": 1024,
+            "hidden_act": "gelu",
+            "max_position_embeddings": 512,
+            "type_vocab_size": 2,
+            "layer_norm_eps": 1e-12,
+        },
+        "text_config": {
+            "model_type": "bert",
+            "vocab_size": 30522,
+            "hidden_size": 256,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "intermediate_size": 1024,
+            "hidden_act": "gelu",
+            "max_position_embeddings": 512,
+            "type_vocab_size": 2,
+            "layer_norm_eps": 1e-12,
+        },
+        "projection_dim": 256,
+        # Pixels scaled to [-1, 1], as for `tiny`: a ViT trained from scratch needs centred inputs.
+        "image_normalize": True,
+    },
 }
 PRESET_NAMES = tuple(_PRESETS)
 
@@ -285,6 +330,8 @@ class BioscanClipConfig(_BaseConfig):
               32 px patches, standard uncased BERT vocabulary. One forward+backward of a batch of 32
               with all three modalities takes well under 0.5 s on a laptop CPU, so the demo trains
               in minutes.
+            * ``"small"``: 4 layers of width 256 per tower (DNA and text: the bert-mini shape; image:
+              ViT with 16 px patches), projection 256: real-size towers for CPU work (BENCHMARKS.md).
 
         Example:
 

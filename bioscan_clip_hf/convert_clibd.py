@@ -491,8 +491,9 @@ def convert_checkpoint(
         >>> convert_checkpoint("best.pth", "clibd", text_tokenizer="bert-small/")  # doctest: +SKIP
         PosixPath('clibd')
     """
-    import json
     from dataclasses import asdict
+
+    from .atomic import atomic_dir, write_json
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -502,10 +503,10 @@ def convert_checkpoint(
     del sd
     model = build_model(config, state)
     processor = build_processor(config, text_tokenizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    (out_dir / "conversion_report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    with atomic_dir(out_dir) as tmp:  # the folder appears complete or not at all; an old one stays until then
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        write_json(tmp / "conversion_report.json", asdict(report))
     return out_dir
 
 

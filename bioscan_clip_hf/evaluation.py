@@ -7,8 +7,13 @@ Every query -> key pair the model and data allow is scored: image->image, dna->d
 dna->image, image->text, dna->text (text keys = the keys' taxonomy strings), averaged->averaged
 and concatenated->concatenated (image+DNA features as the original builds them). Accuracies are
 micro and macro top-1/3/5 per rank, seen, unseen and their harmonic mean
-(:mod:`bioscan_clip_hf.metrics.taxonomic_accuracy`); novelty detection quality (AUROC of the
-nearest-key distance, seen vs unseen) is reported per pair.
+(:mod:`bioscan_clip_hf.metrics.taxonomic_accuracy`). Beside accuracy, the quality of the answer
+users get (:mod:`bioscan_clip_hf.zero_shot.quality`): per pair and method, the ECE of the calibrated
+probabilities per rank (15 bins; calibrated on the val splits, or cross-fitted when the queries are
+the val splits), accuracy at the confident rank and coverage, and "not in the library" detection
+by leaving each query's own species out of the keys (AUROC, operating point, and the AUROC of the
+nearest-key distance of the learned and the 5-mer evidence on the same queries). ``results.md``
+tabulates both; ``reliability.png`` draws the reliability diagrams.
 
 Example:
     >>> from bioscan_clip_hf.evaluation import evaluate_model
@@ -21,19 +26,25 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
+from .atomic import atomic_path, write_figure
 from .metrics.taxonomic_accuracy.topk import accuracy_report
 from .taxonomy import RANKS
 from .zero_shot.encode import combine_features, encode_dataset, encode_texts, record_texts, resolve_device
-from .zero_shot.novelty import calibrate_novelty
+from .zero_shot.evidence import KeySource
+from .zero_shot.kmer import kmer_profiles
+from .zero_shot.lineages import TaxonIndex
+from .zero_shot.quality import QuerySet, identification_quality
 from .zero_shot.search import search
 
-__all__ = ["ALL_PAIRS", "evaluate_model", "markdown_table", "plot_accuracy", "resolve_splits", "results_json"]
+__all__ = ["ALL_PAIRS", "accuracy_figure", "evaluate_model", "identification_summary", "identification_table",
+           "markdown_table", "plot_accuracy", "plot_reliability", "resolve_splits", "results_json"]
 
 ALL_PAIRS = (
     ("image", "image"), ("dna", "dna"), ("image", "dna"), ("dna", "image"), ("image", "text"), ("dna", "text"),
@@ -106,6 +117,8 @@ def evaluate_model(
     device: str | torch.device | None = None,
     progress: bool = True,
     per_query: bool = False,
+    identification: Sequence[str] = ("nearest",),
+    calibration_splits: Sequence[str] = ("val", "val_unseen"),
 ) -> dict[str, Any]:
     """Run the paper's protocol and return (and optionally write) the results.
 
@@ -123,6 +136,12 @@ def evaluate_model(
         title: label for the table and plot (say "synthetic" for synthetic data).
         per_query: also return every query's top-1 prediction (for paired comparisons of models
             on the same queries, or error analysis) under ``"predictions"``.
+        identification: methods whose answers are scored for calibration, confident-rank accuracy
+            and novelty detection (:mod:`~bioscan_clip_hf.zero_shot.quality`) on every pair with
+            image, DNA or combined keys; ``kmer`` (the 5-mer baseline, which also joins the DNA
+            evidence of ``nearest`` / ``knn``) applies to ``dna->dna``; ``()`` skips it.
+        calibration_splits: where those answers are calibrated; when they are the query splits
+            (or missing from ``dataset``), the figures are 2-fold cross-fitted on the queries.
 
     Returns:
         A JSON-able dict::
@@ -131,8 +150,9 @@ def evaluate_model(
              "pairs": {"image->dna": {rank: {"seen_micro_top1": %, "seen_macro_top1": %,
                                               "unseen_...": %, "hm_micro_top1": %, ...,
                                               "n_seen": int, "n_unseen": int}}},
-             "novelty": {"image->dna": {"auroc", "threshold", "tpr", "fpr", "n_seen", "n_unseen",
-                                        "rank_thresholds"}},
+             "identification": {"dna->dna": identification_quality's report (ECE per rank and method,
+                                accuracy at the confident rank, coverage, novelty AUROC beside the
+                                nearest-key distance AUROCs of the learned and 5-mer evidence)},
              "selection_score": mean of every top-1 micro and macro accuracy (seen and unseen,
                                 all pairs and ranks), for model selection,
              "seconds": wall time,
@@ -180,11 +200,18 @@ def evaluate_model(
                     cache[(part, modality)] = encode_dataset(model, processor, data, modality, batch_size, progress)
             return cache[(part, modality)]
 
+        calibration = None
+        if identification and list(calibration_splits) != list(query_splits):
+            try:
+                calibration = resolve_splits(dataset, list(calibration_splits))
+            except (ValueError, FileNotFoundError):
+                calibration = None  # no such splits: cross-fit on the queries instead
         key_labels = {r: _labels(keys, r) for r in RANKS}
+        key_index = TaxonIndex.from_lineages(list(zip(*(key_labels[r] for r in RANKS))))
         query_labels = {r: _labels(seen, r) + _labels(unseen, r) for r in RANKS}
         groups = ["seen"] * len(seen) + ["unseen"] * len(unseen)
         results: dict[str, Any] = {}
-        novelty: dict[str, Any] = {}
+        identity: dict[str, Any] = {}
         predictions: dict[str, list[dict[str, Any]]] = {}
         skipped: dict[str, int] = {}
         kmax = max(k_values)
@@ -204,7 +231,6 @@ def evaluate_model(
             idx = np.asarray(key_rows)[idx.cpu().numpy()]
             scores = scores.cpu().numpy()
             per_rank = {}
-            correct: dict[str, list[bool]] = {}
             g = [groups[i] for i in q_rows]
             for rank in RANKS:
                 preds = [[key_labels[rank][j] for j in row] for row in idx]
@@ -213,21 +239,18 @@ def evaluate_model(
                 rep["n_seen"] = g.count("seen")
                 rep["n_unseen"] = g.count("unseen")
                 per_rank[rank] = rep
-                correct[rank] = [p[0] == r for p, r in zip(preds, refs)]
             results[name] = per_rank
             if per_query:
                 predictions[name] = _query_predictions(
                     list(seen["processid"]) + list(unseen["processid"]), list(keys["processid"]),
                     query_labels, key_labels, q_rows, g, idx[:, 0], scores[:, 0])
-            dist = 1.0 - scores[:, 0]
-            is_seen = np.array([x == "seen" for x in g])
-            if is_seen.any() and (~is_seen).any():
-                order = np.concatenate([np.flatnonzero(is_seen), np.flatnonzero(~is_seen)])
-                cal = calibrate_novelty(
-                    dist[is_seen].tolist(), dist[~is_seen].tolist(),
-                    {r: [correct[r][i] for i in order] for r in RANKS},
-                )
-                novelty[name] = cal.to_dict()
+            if identification and kmod != "text":  # text keys are the prompts of the text method, not a bank
+                identity[name] = _identification(
+                    key_index, kf, key_rows, keys, qmod, (kmod == "dna" and qmod == "dna"), identification,
+                    QuerySet({qmod: qf}, {qmod: np.array([e is None for e in qerr])},
+                             list(zip(*(query_labels[r] for r in RANKS)))),
+                    list(seen["dna_barcode"]) + list(unseen["dna_barcode"]) if "dna_barcode" in seen.column_names else None,
+                    None if calibration is None else feats("calibration", calibration, qmod), calibration, progress)
     finally:
         model.to(old_device).train(was_training)
 
@@ -240,7 +263,7 @@ def evaluate_model(
             "pairs": list(results), "skipped": skipped, "title": title,
         },
         "pairs": results,
-        "novelty": novelty,
+        "identification": identity,
         "selection_score": float(np.mean(top1)) if top1 else 0.0,
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -249,6 +272,27 @@ def evaluate_model(
     if output_dir is not None:
         write_results(out, output_dir)
     return out
+
+
+def _identification(index, kf, key_rows, keys, qmod, with_kmer, methods, queries, barcodes, cal_feats, cal_data, progress):
+    """:func:`identification_quality` of one query -> key pair (see ``evaluate_model``)."""
+    rows = np.asarray(key_rows)
+    sources = {qmod: KeySource(qmod, kf[rows], torch.from_numpy(index.leaf_of_record[rows]), torch.from_numpy(rows))}
+    methods = [m for m in methods if m != "kmer" or (with_kmer and barcodes is not None)]
+    if "kmer" in methods:
+        key_barcodes = [b or "" for b in np.asarray(keys["dna_barcode"], dtype=object)[rows]]
+        sources["kmer"] = KeySource("kmer", kmer_profiles(key_barcodes), sources[qmod].leaf, sources[qmod].records)
+        profiles = kmer_profiles([b or "" for b in barcodes])
+        queries.vectors["kmer"], queries.available["kmer"] = profiles, profiles.abs().sum(dim=1).numpy() > 0
+    cal_set = None
+    if cal_feats is not None:
+        f, errors = cal_feats
+        cal_set = QuerySet({qmod: f}, {qmod: np.array([e is None for e in errors])},
+                           list(zip(*(_labels(cal_data, r) for r in RANKS))))
+        if "kmer" in methods:
+            profiles = kmer_profiles([b or "" for b in cal_data["dna_barcode"]])
+            cal_set.vectors["kmer"], cal_set.available["kmer"] = profiles, profiles.abs().sum(dim=1).numpy() > 0
+    return identification_quality(index, sources, cal_set, queries, methods, progress=progress)
 
 
 def _query_predictions(query_ids: list, key_ids: list, query_labels: dict[str, list], key_labels: dict[str, list],
@@ -287,54 +331,199 @@ def markdown_table(results: dict[str, Any], k: int = 1) -> str:
             first = False
             q, key = pair.split("->")
             lines.append(f"| {label} | {q} → {key} | " + " | ".join(_fmt(c) for c in cells) + " |")
-    if results.get("novelty"):
-        lines += ["", "Novel-species detection (nearest-key distance, seen vs unseen queries):", "",
-                  "| Query → Key | AUROC | threshold | TPR | FPR |", "|---|---|---|---|---|"]
-        for pair, cal in results["novelty"].items():
-            q, key = pair.split("->")
-            lines.append(f"| {q} → {key} | {cal['auroc']:.3f} | {cal['threshold']:.4f} | {cal['tpr']:.3f} | {cal['fpr']:.3f} |")
+    if results.get("identification"):
+        lines += ["", identification_table(results)]
     return "\n".join(lines) + "\n"
 
 
-def plot_accuracy(results: dict[str, Any], path: str | Path, kind: str = "macro", k: int = 1) -> Path:
-    """PNG: top-k accuracy per rank, one colour per pair, solid = seen, dashed = unseen."""
+def identification_table(results: dict[str, Any]) -> str:
+    """Markdown: per pair and method, ECE per rank, accuracy at the confident rank, coverage, and
+    the novelty AUROC (ours, then the nearest-key distance of each evidence source)."""
+    lines = [
+        "Identification quality: ECE (15 bins) of the calibrated probabilities per rank, accuracy (%) at the confident "
+        "rank (P >= 0.9) and the share (%) of queries confident down to genus / species; novel species = each query's "
+        "own species left out of the keys (AUROC of novelty_probability | of the nearest-key distance).",
+        "",
+        "| Query → Key | method | ECE order / family / genus / species | acc. at confident rank | coverage genus / species "
+        "| novelty AUROC (TPR / FPR at 0.5) | distance AUROC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for pair, report in results["identification"].items():
+        q, key = pair.split("->")
+        for method, per_modality in report["methods"].items():
+            for qmod, entry in per_modality.items():
+                ece = " / ".join(_fmt3(entry["ranks"][r]["ece"]) for r in RANKS)
+                conf = entry["confident"]
+                acc = "n/a" if conf["accuracy"] is None else f"{100 * conf['accuracy']:.1f} ({conf['n_confident']})"
+                cover = f"{100 * conf['coverage']['genus']:.1f} / {100 * conf['coverage']['species']:.1f}"
+                nov = report["novelty"].get(qmod)
+                model = "n/a" if nov is None else (f"{nov['model']['auroc']:.3f} ({nov['model']['tpr']:.2f} / "
+                                                   f"{nov['model']['fpr']:.2f}; {'+'.join(nov['sources'])})")
+                dist = "n/a" if nov is None else ", ".join(f"{n} {v:.3f}" for n, v in nov["nearest_distance_auroc"].items())
+                lines.append(f"| {q} → {key} | {method} ({'+'.join(entry['sources'])}) | {ece} | {acc} | {cover} | {model} | {dist} |")
+    return "\n".join(lines)
+
+
+def identification_summary(results: dict[str, Any], method: str = "nearest") -> str:
+    """One line for training logs: per pair, the ECE per rank and the novel-species AUROC.
+
+    Example:
+        >>> identification_summary(result)  # doctest: +SKIP
+        'dna->dna ECE 0.010/0.012/0.031/0.048, novel-species AUROC 0.912 (cross-fitted)'
+    """
+    parts = []
+    for pair, report in results.get("identification", {}).items():
+        entry = report["methods"].get(method, {}).get(pair.split("->")[0].replace("averaged", "image+dna")
+                                                       .replace("concatenated", "image+dna"))
+        if entry is None:
+            continue
+        ece = "/".join(_fmt3(entry["ranks"][r]["ece"]) for r in RANKS)
+        nov = next(iter(report["novelty"].values()), None)
+        auroc = "" if nov is None else f", novel-species AUROC {_fmt3(nov['model']['auroc'])}"
+        parts.append(f"{pair} ECE {ece}{auroc}" + (" (cross-fitted)" if report["calibration"]["cross_fitted"] else ""))
+    return "; ".join(parts)
+
+
+def _fmt3(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def plot_reliability(results: dict[str, Any], path: str | Path) -> Path:
+    """PNG: reliability diagrams (accuracy against confidence, 15 bins) per rank, one line per
+    pair and method, the diagonal = perfect calibration; marker area ~ queries in the bin."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    x = np.arange(len(RANKS))
-    for n, (pair, per_rank) in enumerate(results["pairs"].items()):
-        colour = f"C{n % 10}"
-        label = pair.replace("->", " → ")
-        ax.plot(x, [per_rank[r][f"seen_{kind}_top{k}"] for r in RANKS], "-o", color=colour, label=f"{label} seen")
-        ax.plot(x, [per_rank[r][f"unseen_{kind}_top{k}"] for r in RANKS], "--s", color=colour, label=f"{label} unseen")
-    ax.set_xticks(x, [r.capitalize() for r in RANKS])
-    ax.set_ylim(0, 100)
-    ax.set_ylabel(f"{kind.capitalize()} top-{k} accuracy (%)")
+    fig, axes = plt.subplots(1, len(RANKS), figsize=(3.0 * len(RANKS), 3.6), dpi=120, sharey=True)
+    curves = [(f"{pair.replace('->', ' → ')} {method}" + ("" if qmod == pair.split("->")[0] else f" [{qmod}]"), entry)
+              for pair, report in results.get("identification", {}).items()
+              for method, per_modality in report["methods"].items() for qmod, entry in per_modality.items()]
+    for ax, rank in zip(axes, RANKS):
+        ax.plot([0, 1], [0, 1], ":", color="0.5")
+        for n, (label, entry) in enumerate(curves):
+            bins = [b for b in entry["ranks"][rank]["bins"] if b["n"]]
+            if not bins:
+                continue
+            total = sum(b["n"] for b in bins)
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "-", color=f"C{n % 10}", alpha=0.8,
+                    label=f"{label} (ECE {entry['ranks'][rank]['ece']:.3f})" if rank == RANKS[0] else label)
+            ax.scatter([b["confidence"] for b in bins], [b["accuracy"] for b in bins], s=[4 + 200 * b["n"] / total for b in bins],
+                       color=f"C{n % 10}", alpha=0.8)
+        ax.set_title(rank.capitalize(), fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy", fontsize=8)
     proto = results["protocol"]
-    title = f"Zero-shot retrieval accuracy ({proto['query_splits'][0]} / {proto['query_splits'][1]} vs keys)"
+    fig.suptitle(f"Reliability of the calibrated probabilities, queries {' + '.join(proto['query_splits'])}"
+                 + (f" — {proto['title']}" if proto.get("title") else ""), fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(len(labels), 1)), fontsize=7, frameon=False)
+    rows_of_legend = math.ceil(len(labels) / 3) if labels else 0
+    fig.tight_layout(rect=(0, min(0.45, 0.07 * rows_of_legend + 0.02), 1, 0.93))
+    return write_figure(path, fig, format="png")
+
+
+def plot_accuracy(results: dict[str, Any], path: str | Path, **options: Any) -> Path:
+    """Write :func:`accuracy_figure` (same keyword options) as a PNG; returns ``path``.
+
+    Example:
+        >>> plot_accuracy(aligned, "accuracy.png", baseline=untrained, chance={"order": 20.0})  # doctest: +SKIP
+    """
+    return write_figure(path, accuracy_figure(results, **options), format="png")
+
+
+def accuracy_figure(
+    results: dict[str, Any],
+    kind: str = "macro",
+    k: int = 1,
+    baseline: dict[str, Any] | None = None,
+    chance: dict[str, float] | None = None,
+    baseline_label: str = "untrained",
+):
+    """Top-k accuracy per rank as small multiples (a matplotlib ``Figure``): one panel per query -> key pair.
+
+    Each panel shows the seen and unseen query species of ``results`` (solid lines), the same for
+    ``baseline`` (e.g. the untrained initial weights; dashed, lighter) and the ``chance`` level per
+    rank (grey dotted; e.g. 100 / number of key labels). One legend below the panels, none over data.
+
+    Args:
+        results: an :func:`evaluate_model` result.
+        kind: ``"macro"`` or ``"micro"`` accuracy.
+        k: top-k.
+        baseline: a second result of the same protocol drawn beside ``results``, pair by pair.
+        chance: rank -> accuracy (%) of a random guess.
+        baseline_label: legend name of the baseline.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = list(results["pairs"])
+    if not pairs:
+        raise ValueError("results hold no query -> key pair to plot")
+    columns = min(4, len(pairs))
+    rows = math.ceil(len(pairs) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns + 0.6, 2.3 * rows + 1.2), dpi=120,
+                             sharex=True, sharey=True, squeeze=False)
+    x = np.arange(len(RANKS))
+    colours = {"seen": "C0", "unseen": "C1"}
+    curves = [(results, "-", "o", 1.0, "")]
+    if baseline is not None:
+        curves.append((baseline, "--", "x", 0.45, f" ({baseline_label})"))
+    for ax, pair in zip(axes.flat, pairs):
+        for source, style, marker, alpha, suffix in curves:
+            per_rank = source["pairs"].get(pair)
+            if per_rank is None:
+                continue
+            for group, colour in colours.items():
+                ax.plot(x, [per_rank[r][f"{group}_{kind}_top{k}"] for r in RANKS], linestyle=style, marker=marker,
+                        color=colour, alpha=alpha, markersize=4, label=f"{group} species{suffix}")
+        if chance is not None:
+            ax.plot(x, [chance[r] for r in RANKS], linestyle=":", color="0.35", label="chance")
+        ax.set_title(pair.replace("->", " → "), fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(pairs):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xticks(x, [r.capitalize() for r in RANKS], fontsize=8, rotation=30)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{kind.capitalize()} top-{k} (%)", fontsize=8)
+    proto = results["protocol"]
+    title = f"Zero-shot accuracy: queries {proto['query_splits'][0]} (seen) / {proto['query_splits'][1]} (unseen) vs keys"
     if proto.get("title"):
-        title += f"\n{proto['title']}"
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2, loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        title += f" — {proto['title']}"
+    fig.suptitle(title, fontsize=9)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.06, 1, 0.95))
+    return fig
 
 
 def write_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.json``, ``results.md`` (micro + macro top-1 table) and ``accuracy.png``."""
+    """Write ``results.json``, ``results.md`` (micro + macro top-1 table), ``accuracy.png`` and, when
+    identification quality was measured, ``reliability.png``.
+
+    All three are rendered to temporary files first and renamed into place together, so a failure
+    or a kill leaves the previous three (or none), never a new table beside an old plot.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "accuracy.png"}
-    paths["json"].write_text(results_json(results), encoding="utf-8")
-    paths["markdown"].write_text(markdown_table(results), encoding="utf-8")
-    plot_accuracy(results, paths["plot"])
+    if results.get("identification"):
+        paths["reliability"] = out / "reliability.png"
+    with ExitStack() as stack:
+        tmp = {name: stack.enter_context(atomic_path(path)) for name, path in paths.items()}
+        tmp["json"].write_text(results_json(results), encoding="utf-8")
+        tmp["markdown"].write_text(markdown_table(results), encoding="utf-8")
+        plot_accuracy(results, tmp["plot"])
+        if "reliability" in tmp:
+            plot_reliability(results, tmp["reliability"])
     return paths
 
 

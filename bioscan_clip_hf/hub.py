@@ -154,6 +154,28 @@ def _tower_text(config: Any) -> str:
     return "; ".join(parts) + "."
 
 
+def _image_text(model_dir: Path) -> str:
+    """The image preprocessing of the folder's saved image processor, in words (the card's "Images" line)."""
+    from .image_processing_bioscan_clip import BioscanClipImageProcessor
+
+    if not (model_dir / "preprocessor_config.json").is_file():
+        return "no image processor is saved in this folder."
+    p = BioscanClipImageProcessor.from_pretrained(model_dir)
+    steps = []
+    if p.do_resize:
+        steps.append(f"shorter side resized to {p.size['shortest_edge']} px (bilinear with antialiasing, on the float "
+                     "image, as the original's torchvision transform)")
+    if p.do_center_crop:
+        steps.append(f"centre crop {p.crop_size['height']}x{p.crop_size['width']} px")
+    steps.append(f"scaled by {p.rescale_factor:.6g}" + (" to [0, 1]" if p.rescale_factor == 1 / 255 else "")
+                 if p.do_rescale else "not rescaled")
+    if p.do_normalize:
+        steps.append(f"normalised per channel with mean {p.image_mean} and std {p.image_std}")
+    else:
+        steps.append("no mean/std normalisation")
+    return ", ".join(steps) + "."
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -285,7 +307,7 @@ def render_model_card(
         dna_max_length=config.dna_max_length,
         dna_kmer_size=config.dna_kmer_size,
         dna_stride=config.dna_stride,
-        image_size=config.image_size,
+        image_text=_image_text(model_dir) if "image" in config.modalities else None,
         package_version=__version__,
         provenance=provenance,
         has_text="text" in config.modalities,

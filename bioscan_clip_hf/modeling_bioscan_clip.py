@@ -10,7 +10,7 @@ Faithful to the original by default (``bioscan-ml/clibd``), so released checkpoi
 
 Every embedding is L2-normalised; logits are ``logit_scale.exp() * a @ b.T`` with a learnable
 ``logit_scale`` initialised to ln(1/0.07). Hub file: imports only the standard library, torch,
-its sibling configuration module and public ``transformers`` names.
+its sibling modules and public ``transformers`` names.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_bioscan_clip import BioscanClipConfig
+from .tokenization_barcode import PAD_ID as DNA_PAD_ID
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,12 @@ def bioscan_clip_loss(embeddings: dict[str, torch.Tensor], logit_scale: torch.Te
     sizes = {name: value.shape[0] for name, value in present.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"The contrastive loss needs one row per specimen in every modality; batch sizes differ: {sizes}")
+    if next(iter(sizes.values())) < 2:
+        # One pair has no negatives: the loss is exactly 0 and trains nothing.
+        raise ValueError(
+            f"The contrastive loss needs at least 2 specimens per batch (each one's negatives are the others); "
+            f"got a batch of {next(iter(sizes.values()))}"
+        )
     scale = logit_scale.exp()
     losses = []
     for (_, a), (_, b) in itertools.combinations(present.items(), 2):
@@ -165,10 +172,11 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
     >>> from bioscan_clip_hf import BioscanClipConfig, BioscanClipModel, BioscanClipProcessor
     >>> model = BioscanClipModel(BioscanClipConfig.from_preset("tiny")).eval()
     >>> processor = BioscanClipProcessor.from_preset("tiny")
-    >>> inputs = processor(dna=["ACGT" * 165], text=["Diptera Culicidae Aedes Aedes aegypti"], return_tensors="pt")
+    >>> inputs = processor(dna=["ACGT" * 165, "TTGAC" * 130],
+    ...                    text=["Diptera Culicidae Aedes Aedes aegypti", "Diptera Culicidae Culex Culex pipiens"])
     >>> out = model(**inputs, return_loss=True)
-    >>> out.logits_per_dna_text.shape
-    torch.Size([1, 1])
+    >>> out.logits_per_dna_text.shape, out.loss.shape
+    (torch.Size([2, 2]), torch.Size([]))
 
     ```
     """
@@ -222,12 +230,18 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
         """DNA embeddings ``[batch, projection_dim]`` from k-mer ids ``[batch, tokens]``.
 
         With the original ``dna_pooling="softmax_mean"`` the mask is ignored, as in CLIBD, which
-        attends to and averages over every position (the ``N`` padding included).
+        attends to and averages over every position (the ``N`` padding included); shorter inputs
+        (a tokenizer called with ``padding=True``) are first right-padded with ``<UNK>``, the id of
+        ``N`` padding, to ``config.dna_num_tokens``, so the embedding never depends on how the
+        caller padded.
         """
         self._require("dna")
         if dna_input_ids.ndim != 2:
             raise ValueError(f"dna_input_ids must have shape [batch, tokens], got {tuple(dna_input_ids.shape)}")
         pooling = self.config.dna_pooling
+        missing = self.config.dna_num_tokens - dna_input_ids.shape[1]
+        if pooling == "softmax_mean" and missing > 0:
+            dna_input_ids = F.pad(dna_input_ids, (0, missing), value=DNA_PAD_ID)
         mask = None if pooling == "softmax_mean" else dna_attention_mask
         # An explicit all-ones mask equals passing none (what CLIBD does) and keeps transformers 4.x
         # from warning that id 0, BERT's pad id and the leading id here, appears without a mask.
@@ -289,7 +303,7 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
             pixel_values: images ``[batch, 3, H, W]``.
             dna_input_ids, dna_attention_mask: DNA k-mer ids (the processor's DNA outputs).
             return_loss: also compute [`bioscan_clip_loss`] over the given modalities (needs two or
-                more, with equal batch sizes).
+                more, with equal batch sizes of at least 2: one pair has no negatives).
             return_dict: return a tuple instead of [`BioscanClipOutput`] when False.
         """
         embeds: dict[str, torch.Tensor | None] = {"image": None, "dna": None, "text": None}
@@ -332,7 +346,12 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         """``PreTrainedModel.save_pretrained`` plus an ``auto_map`` naming this class for ``AutoModel``
-        and ``AutoModelForZeroShotImageClassification`` (one ``_auto_class`` can only name one)."""
+        and ``AutoModelForZeroShotImageClassification`` (one ``_auto_class`` can only name one), and
+        ``custom_pipelines`` naming the zero-shot pipeline that feeds labels in the model's text format
+        (its file is copied as a sibling import)."""
+        from .pipeline_bioscan_clip import custom_pipelines_entry
+
+        self.config.custom_pipelines = custom_pipelines_entry()
         module = type(self).__module__.rsplit(".", 1)[-1]
         config_module = type(self.config).__module__.rsplit(".", 1)[-1]
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
@@ -340,7 +359,24 @@ class BioscanClipModel(BioscanClipPreTrainedModel):
         for auto_class in ("AutoModel", "AutoModelForZeroShotImageClassification"):
             auto_map.setdefault(auto_class, f"{module}.{type(self).__name__}")
         self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        self._weights_follow_umask(save_directory)
+        return result
+
+    @staticmethod
+    def _weights_follow_umask(save_directory: str | os.PathLike) -> None:
+        """Give the weight files the mode ``config.json`` got (the user's umask, 0644 by default).
+
+        safetensors writes through a private 0600 temp file and renames it, so without this the
+        weights alone would be unreadable by other users (who then see "No such file or directory").
+        """
+        config = os.path.join(save_directory, "config.json")
+        if not os.path.isfile(config):  # not the main process: nothing was written
+            return
+        mode = os.stat(config).st_mode & 0o777
+        for name in os.listdir(save_directory):
+            if name.endswith(".safetensors"):
+                os.chmod(os.path.join(save_directory, name), mode)
 
     # ------------------------------------------------------------------ building from towers
     @classmethod

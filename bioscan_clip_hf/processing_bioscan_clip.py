@@ -6,16 +6,20 @@ separately from the root):
 
 ```
 processor_config.json        processor class, auto_map, text_max_length
-preprocessor_config.json     image processor (stock CLIPImageProcessor settings)
+preprocessor_config.json     BioscanClipImageProcessor (the original evaluation transform), auto_map
 tokenizer.json, tokenizer_config.json, ...   taxonomy-text BERT WordPiece tokenizer
-dna_tokenizer/               BarcodeKmerTokenizer (tokenizer_config.json, vocab.txt)
-processing_bioscan_clip.py, tokenization_barcode.py, configuration_bioscan_clip.py   the code
+dna_tokenizer/               BarcodeKmerTokenizer (tokenizer_config.json with auto_map, vocab.txt,
+                             tokenization_barcode.py): AutoTokenizer.from_pretrained(it, trust_remote_code=True)
+processing_bioscan_clip.py, image_processing_bioscan_clip.py, tokenization_barcode.py,
+configuration_bioscan_clip.py   the code
 ```
 
 The processor saves and loads its three parts itself (rather than through ``ProcessorMixin``'s
 machinery, which differs between transformers 4.57 and 5 and overwrote a second tokenizer in 4.57).
-Hub file: imports only the standard library, its sibling modules, public ``transformers`` names and
-(lazily, to decode image files) PIL.
+Folders written before the DNA tokenizer and the image processor were transformers classes (a
+``dna_tokenizer/tokenizer_config.json`` without ``auto_map``, a ``CLIPImageProcessor`` config) load
+with the same settings. Hub file: imports only the standard library, its sibling modules, public
+``transformers`` names and (lazily, to decode image files) PIL.
 """
 
 from __future__ import annotations
@@ -32,17 +36,14 @@ from typing import Any
 from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 
 from .configuration_bioscan_clip import BioscanClipConfig
+from .image_processing_bioscan_clip import BioscanClipImageProcessor
 from .tokenization_barcode import BarcodeKmerTokenizer
-
-try:  # transformers 5: the PIL backend by name (the default class needs torchvision)
-    from transformers import CLIPImageProcessorPil as _ImageProcessor
-except ImportError:  # pragma: no cover - transformers 4.x, whose CLIPImageProcessor is PIL-based
-    from transformers import CLIPImageProcessor as _ImageProcessor
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 IMAGE_PROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 DNA_TOKENIZER_FOLDER = "dna_tokenizer"
-HUB_CODE_FILES = ("processing_bioscan_clip.py", "tokenization_barcode.py", "configuration_bioscan_clip.py")
+HUB_CODE_FILES = ("processing_bioscan_clip.py", "image_processing_bioscan_clip.py", "tokenization_barcode.py",
+                  "configuration_bioscan_clip.py")
 NOT_CLASSIFIED = "not_classified"
 _HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
 
@@ -107,8 +108,9 @@ class BioscanClipProcessor(ProcessorMixin):
     """Prepare images, taxonomy text and DNA barcodes for [`BioscanClipModel`].
 
     Args:
-        image_processor: resizes the shorter side to 256, centre-crops 224, rescales to [0, 1] and,
-            for the original weights, does NOT normalise (CLIBD feeds ``ToTensor()`` output).
+        image_processor: [`BioscanClipImageProcessor`]: the original evaluation transform (shorter side
+            to 256 on the float image, antialiased bilinear; centre crop 224; [0, 1]); for the original
+            weights it does NOT normalise (CLIBD feeds ``ToTensor()`` output).
         tokenizer: BERT WordPiece tokenizer of the taxonomy text (uncased BERT vocabulary).
         dna_tokenizer: [`BarcodeKmerTokenizer`].
         text_max_length: text is padded/truncated to this many tokens (20, as in CLIBD).
@@ -134,7 +136,7 @@ class BioscanClipProcessor(ProcessorMixin):
         text_max_length: int = 20,
     ) -> None:
         # ProcessorMixin.__init__ is not called: its class checks and attribute discovery differ
-        # between transformers 4.57 and 5 and reject a non-transformers DNA tokenizer.
+        # between transformers 4.57 and 5 (and 4.57 saves a second tokenizer over the first).
         if dna_tokenizer is not None and not isinstance(dna_tokenizer, BarcodeKmerTokenizer):
             raise TypeError(f"dna_tokenizer must be a BarcodeKmerTokenizer, got {type(dna_tokenizer).__name__}")
         if image_processor is not None and not callable(image_processor):
@@ -198,19 +200,13 @@ class BioscanClipProcessor(ProcessorMixin):
         ```
         """
         crop = config.image_size
-        image_processor = _ImageProcessor(
-            do_resize=True,
+        image_processor = BioscanClipImageProcessor(
             size={"shortest_edge": round(crop * 256 / 224)},
-            resample=2,  # PIL bilinear, as torchvision's Resize on PIL images
-            do_center_crop=True,
             crop_size={"height": crop, "width": crop},
-            do_rescale=True,
-            rescale_factor=1 / 255,
             # The original feeds ToTensor() output (no normalisation); new models may use [-1, 1].
             do_normalize=bool(getattr(config, "image_normalize", False)),
             image_mean=[0.5, 0.5, 0.5],
             image_std=[0.5, 0.5, 0.5],
-            do_convert_rgb=True,
         )
         if text_tokenizer is None or isinstance(text_tokenizer, (str, os.PathLike)):
             source = default_text_vocab_dir() if text_tokenizer is None else text_tokenizer
@@ -295,12 +291,12 @@ class BioscanClipProcessor(ProcessorMixin):
             raise ValueError(f"This processor has no {part}")
 
     def dna_decode(self, ids: Sequence[int]) -> str:
-        """Barcode (k-mers joined) of one ``dna_input_ids`` row; ``<UNK>`` k-mers become ``N``."""
-        return self.dna_tokenizer.decode(ids)
+        """Bases of one ``dna_input_ids`` row: ``<UNK>`` k-mers become ``N``, the padding is dropped."""
+        return self.dna_tokenizer.decode(ids, skip_special_tokens=True)
 
     def dna_batch_decode(self, batch: Sequence[Sequence[int]]) -> list[str]:
         """[`dna_decode`] for every row."""
-        return [self.dna_tokenizer.decode(ids) for ids in batch]
+        return self.dna_tokenizer.batch_decode(batch, skip_special_tokens=True)
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
         """Decode taxonomy-text ids (delegates to the text tokenizer)."""
@@ -338,7 +334,7 @@ class BioscanClipProcessor(ProcessorMixin):
         if self.tokenizer is not None:
             written += list(self.tokenizer.save_pretrained(str(directory)))
         if self.dna_tokenizer is not None:
-            written += list(self.dna_tokenizer.save_pretrained(directory / DNA_TOKENIZER_FOLDER))
+            written += list(self.dna_tokenizer.save_pretrained(str(directory / DNA_TOKENIZER_FOLDER)))
         config_path = directory / PROCESSOR_CONFIG_NAME
         config_path.write_text(self.to_json_string(), encoding="utf-8")
         here = Path(__file__).resolve().parent
@@ -384,9 +380,9 @@ class BioscanClipProcessor(ProcessorMixin):
             raise OSError(f"{path} has no {IMAGE_PROCESSOR_CONFIG_NAME} (the image processor)")
         if cls._resolve(path, "tokenizer_config.json", subfolder=DNA_TOKENIZER_FOLDER, **hub_kwargs) is None:
             raise OSError(f"{path} has no {DNA_TOKENIZER_FOLDER}/ sub-folder with the DNA tokenizer")
-        image_processor = _ImageProcessor.from_pretrained(str(path), **hub_kwargs)
+        image_processor = BioscanClipImageProcessor.from_pretrained(str(path), **hub_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
-        dna_tokenizer = BarcodeKmerTokenizer.from_pretrained(path, subfolder=DNA_TOKENIZER_FOLDER, **hub_kwargs)
+        dna_tokenizer = BarcodeKmerTokenizer.from_pretrained(str(path), subfolder=DNA_TOKENIZER_FOLDER, **hub_kwargs)
         text_max_length = kwargs.pop("text_max_length", config.get("text_max_length", 20))
         if kwargs:
             raise TypeError(f"Unexpected arguments {sorted(kwargs)}")

@@ -1,8 +1,10 @@
 """BIOSCAN-CLIP zero-shot insect identification in the browser (a Gradio Blocks page).
 
-A thin page over :class:`bioscan_clip_hf.zero_shot.ZeroShotClassifier`: it reads the user's photo
-and/or DNA barcode, calls ``predict`` and draws the answer. All model, search, classification and
-novelty logic lives in the package.
+A thin page over :class:`bioscan_clip_hf.zero_shot.ZeroShotClassifier`: the user's photo and/or
+barcode are read and checked by :mod:`bioscan_clip_hf.zero_shot.specimens` (the reader the CLI and
+the Python API use), ``predict`` answers, and the page draws the answer: per rank the calibrated
+probabilities, and in plain words whether the specimen is in the reference library or probably a
+taxon the library lacks. All model, search, probability and novelty logic lives in the package.
 
 Settings (environment variables; command-line flags override them):
 
@@ -43,13 +45,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from bioscan_clip_hf.atomic import write_bytes  # noqa: E402
 from bioscan_clip_hf.data import load_bioscan  # noqa: E402
+from bioscan_clip_hf.sources import SourceError, is_hub_id, resolve_source  # noqa: E402
 from bioscan_clip_hf.taxonomy import RANKS  # noqa: E402
-from bioscan_clip_hf.zero_shot import ZeroShotClassifier, parse_fasta  # noqa: E402
-from bioscan_clip_hf.zero_shot.inputs import Query  # noqa: E402
-from bioscan_clip_hf.zero_shot.sequences import IUPAC_DNA, clean_sequence  # noqa: E402
+from bioscan_clip_hf.zero_shot import ZeroShotClassifier  # noqa: E402
+from bioscan_clip_hf.zero_shot.specimens import ImageError, Query, check_queries, load_image, queries_from_text  # noqa: E402
 from bioscan_clip_hf.zero_shot.writers import write_rows  # noqa: E402
 
 APP_DIR = Path(__file__).resolve().parent
@@ -64,14 +67,14 @@ MAX_UPLOAD_MB = 10
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000  # ~6x a 2880x2160 BIOSCAN photo; larger is a decompression bomb risk
 MAX_DNA_CHARS = 100_000  # a COI barcode is ~658 bases; this leaves room for FASTA headers and wrapping
-SHORT_BARCODE = 200
 MAX_K = 20
 KEEP_CSV_FILES = 256
+COMBINED_BANKS = ("averaged", "concatenated")
 METHOD_HELP = {
-    "nearest": "the nearest reference record gives every rank (the original BIOSCAN-CLIP rule); "
-    "scores are cosine similarities to the nearest reference with that label",
-    "knn": "majority vote of the k nearest reference records per rank; scores are vote shares",
-    "text": "similarity to the taxon names of the library; scores are probabilities",
+    "nearest": "evidence from the nearest reference records (the original BIOSCAN-CLIP rule)",
+    "knn": "evidence pooled over the k nearest reference records of each taxon",
+    "text": "similarity to the taxon names of the library",
+    "kmer": "5-mer profiles of the barcode against the library's barcodes (no neural network)",
 }
 NOT_CLASSIFIED = "not classified"
 
@@ -83,18 +86,22 @@ class InputProblem(gr.Error):
         super().__init__(message, title="Please check your input", print_exception=False)
 
 
+def _escape(text: str) -> str:
+    return html.escape(text, quote=False)  # messages are rendered as HTML
+
+
 @dataclass
 class Specimen:
-    """What the user submitted, read and checked: an RGB photo and/or a cleaned barcode, plus notes."""
+    """What the user submitted, read and checked: an RGB photo and/or a checked barcode, plus notes."""
 
     image: Image.Image | None = None
     image_name: str = ""
-    dna: str | None = None
-    dna_name: str = ""
+    barcode: Query | None = None
+    barcode_name: str = ""
     notes: list[str] = field(default_factory=list)
 
 
-# -- reading the inputs -------------------------------------------------------------------------
+# -- reading the inputs (the package's specimen reader; the page adds only upload limits) ---------
 def _upload_path(payload: Any) -> Path | None:
     """The server-side path of an uploaded file (gradio FileData dict or plain path), or None."""
     if not payload:
@@ -104,146 +111,160 @@ def _upload_path(payload: Any) -> Path | None:
 
 
 def _upload_name(payload: Any, path: Path) -> str:
-    """The file's name as the user knows it, HTML-escaped (error messages are rendered as HTML)."""
-    name = (payload.get("orig_name") if isinstance(payload, dict) else None) or path.name
-    return html.escape(name, quote=False)
+    """The file's name as the user knows it (never the server's path)."""
+    return (payload.get("orig_name") if isinstance(payload, dict) else None) or path.name
 
 
 def _check_size(path: Path, name: str) -> None:
     size = path.stat().st_size
     if size > MAX_UPLOAD_BYTES:
-        raise InputProblem(f"'{name}' is {size / 2**20:.1f} MB; files up to {MAX_UPLOAD_MB} MB are accepted.")
+        raise InputProblem(f"'{_escape(name)}' is {size / 2**20:.1f} MB; files up to {MAX_UPLOAD_MB} MB are accepted.")
     if size == 0:
-        raise InputProblem(f"'{name}' is an empty file.")
+        raise InputProblem(f"'{_escape(name)}' is an empty file.")
 
 
 def read_photo(payload: Any) -> tuple[Image.Image, str] | None:
-    """Open an uploaded photo as RGB (EXIF orientation applied); a readable error if it is not one."""
+    """The uploaded photo as RGB (EXIF orientation applied, 16-bit and float images rescaled)."""
     path = _upload_path(payload)
     if path is None:
         return None
     name = _upload_name(payload, path)
     _check_size(path, name)
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise InputProblem(
-                    f"'{name}' is {img.width}x{img.height} pixels; photos up to {MAX_IMAGE_PIXELS // 10**6} megapixels are accepted."
-                )
-            photo = ImageOps.exif_transpose(img).convert("RGB")
-    except InputProblem:
-        raise
-    except Exception as err:  # PIL raises many types for damaged or foreign files
-        reason = html.escape(str(err).replace(str(path), name), quote=False)  # no server paths in the page
-        raise InputProblem(
-            f"'{name}' could not be read as a photo ({type(err).__name__}: {reason}). "
-            "Please upload a JPEG, PNG, TIFF or WebP image."
-        ) from None
-    return photo, name
+        return load_image(path, name=name, max_pixels=MAX_IMAGE_PIXELS), name
+    except ImageError as err:
+        raise InputProblem(_escape(str(err)) + ".") from None
 
 
-def _dna_from_text(text: str, source: str, notes: list[str]) -> str:
-    """One cleaned barcode from pasted text or file content: FASTA (first record) or a bare sequence."""
-    if len(text) > MAX_DNA_CHARS:
-        raise InputProblem(f"The DNA input from {source} has {len(text):,} characters; up to {MAX_DNA_CHARS:,} are accepted.")
-    stripped = text.lstrip("\ufeff \t\r\n")
-    if stripped.startswith(">"):
-        records = parse_fasta(stripped, source=source)
-        first = records[0]
-        if len(records) > 1:
-            notes.append(
-                f"The FASTA from {source} has {len(records)} records; only the first (`{first.id}`) was classified. "
-                "Use `bioscan-clip predict` to classify many specimens."
-            )
-        seq, error, label = first.sequence, first.error, f"record '{html.escape(first.id, quote=False)}' of {source}"
-    else:
-        seq, error = clean_sequence(stripped)
-        label = source
-    if error is not None:
-        if error.startswith("invalid characters"):
-            bad = sorted(set(seq) - IUPAC_DNA)
-            shown = html.escape(", ".join(repr(c) for c in bad[:12]), quote=False) + (" ..." if len(bad) > 12 else "")
-            raise InputProblem(
-                f"The text in {label} is not a DNA sequence: it contains {shown}. "
-                "Expected the letters A, C, G, T (IUPAC codes such as N are allowed), as plain text or FASTA."
-            )
-        raise InputProblem(f"The DNA barcode in {label} is empty.")
-    if len(seq) < SHORT_BARCODE:
-        notes.append(f"The barcode has only {len(seq)} bases (COI barcodes are about 658), so the answer is less reliable.")
-    return seq
-
-
-def read_barcode(text: str | None, fasta_payload: Any, notes: list[str]) -> tuple[str, str] | None:
-    """The barcode from the text box, else from the uploaded FASTA file; None when neither has one."""
-    text = text or ""
+def _barcode_text(text: str | None, fasta_payload: Any, notes: list[str]) -> tuple[str, str] | None:
+    """``(text, where it came from)`` of the barcode: the text box, else the uploaded FASTA file."""
     path = _upload_path(fasta_payload)
-    if text.strip():
+    if text and text.strip():
         if path is not None:
             notes.append("Both a pasted barcode and a FASTA file were given; the pasted barcode was used.")
-        return _dna_from_text(text, "the text box", notes), "pasted barcode"
-    if path is None:
+        content, where = text, "the text box"
+    elif path is not None:
+        name = _upload_name(fasta_payload, path)
+        _check_size(path, name)
+        where = f"'{name}'"
+        try:
+            content = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            content = "\x00"
+        if "\x00" in content:
+            raise InputProblem(f"{_escape(where)} is not a text file; please upload a FASTA file (plain text).")
+    else:
         return None
-    name = _upload_name(fasta_payload, path)
-    _check_size(path, name)
-    raw = path.read_bytes()
-    try:
-        content = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputProblem(f"'{name}' is not a text file; please upload a FASTA file (plain text).") from None
-    if "\x00" in content:
-        raise InputProblem(f"'{name}' is not a text file; please upload a FASTA file (plain text).")
-    return _dna_from_text(content, f"'{name}'", notes), name
+    if len(content) > MAX_DNA_CHARS:
+        raise InputProblem(f"The DNA input in {_escape(where)} has {len(content):,} characters; up to {MAX_DNA_CHARS:,} are accepted.")
+    return content, where
 
 
-def read_specimen(image: Any, dna_text: str | None, dna_file: Any) -> Specimen:
+def read_barcode(text: str | None, fasta_payload: Any, dna_tokenizer, notes: list[str]) -> tuple[Query, str] | None:
+    """The first barcode of the text box or FASTA file, read and checked as ``predict`` checks it.
+
+    The check runs here too (``predict`` repeats it, which changes nothing) so that an unusable
+    barcode is a message about the input rather than an empty answer.
+    """
+    found = _barcode_text(text, fasta_payload, notes)
+    if found is None:
+        return None
+    content, where = found
+    queries = queries_from_text(content, name=where)
+    if len(queries) > 1:
+        notes.append(
+            f"The FASTA in {where} has {len(queries)} records; only the first (`{queries[0].id}`) was classified. "
+            "Use `bioscan-clip predict` to classify many specimens."
+        )
+    query = check_queries(queries[:1], dna_tokenizer)[0]
+    if query.error is not None:
+        label = where if query.id == where else f"record '{query.id}' of {where}"
+        raise InputProblem(f"The DNA barcode in {_escape(label)} cannot be used: {_escape(query.error)}.")
+    return query, ("pasted barcode" if where == "the text box" else where.strip("'"))
+
+
+def read_specimen(image: Any, dna_text: str | None, dna_file: Any, dna_tokenizer) -> Specimen:
     """Read and check the submission; raises :class:`InputProblem` with a message for the page."""
     spec = Specimen()
     photo = read_photo(image)
     if photo is not None:
         spec.image, spec.image_name = photo
-    barcode = read_barcode(dna_text, dna_file, spec.notes)
+    barcode = read_barcode(dna_text, dna_file, dna_tokenizer, spec.notes)
     if barcode is not None:
-        spec.dna, spec.dna_name = barcode
-    if spec.image is None and spec.dna is None:
+        spec.barcode, spec.barcode_name = barcode
+    if spec.image is None and spec.barcode is None:
         raise InputProblem("Nothing to classify: upload a photo, paste a DNA barcode (or upload a FASTA file), or both.")
     return spec
 
 
 # -- drawing the answer ---------------------------------------------------------------------------
-def _label_scores(result: dict[str, Any], rank: str) -> dict[str, float] | None:
-    """``{label: score}`` for gr.Label from the per-rank top-k (first = best occurrence of a label)."""
-    topk = (result.get("details") or {}).get("topk", {}).get(rank)
+def _name(rank: str, label: Any) -> str:
+    return f"*{label}*" if rank in ("genus", "species") else str(label)
+
+
+def _probability(result: dict[str, Any], rank: str) -> float | None:
+    value = result.get(f"{rank}_probability")
+    return None if value is None or value != value else float(value)
+
+
+def _labelled(result: dict[str, Any], rank: str) -> str:
+    p = _probability(result, rank)
+    return _name(rank, result[rank]) + ("" if p is None else f", {p:.2f}")
+
+
+def label_scores(result: dict[str, Any] | None, rank: str) -> dict[str, float] | None:
+    """``{label: probability}`` for gr.Label: the rank's alternatives, best first (``predict(details=True)``)."""
+    topk = ((result or {}).get("details") or {}).get("topk", {}).get(rank)
     if not topk:
         return None
-    scores: dict[str, float] = {}
+    out: dict[str, float] = {}
     for label, score in zip(topk["labels"], topk["scores"]):
-        scores.setdefault(NOT_CLASSIFIED if label in (None, "") else str(label), float(score))
-    return scores
+        out.setdefault(NOT_CLASSIFIED if label in (None, "") else str(label), float(score))
+    return out
 
 
-def _lineage(result: dict[str, Any]) -> str:
-    """The lineage as "Order › Family › *Genus* › *Genus species*", down to the deepest rank predicted."""
-    named = [(r, result[r]) for r in RANKS if result.get(r)]
-    return " › ".join(f"*{n}*" if r in ("genus", "species") else str(n) for r, n in named)
+def verdict(result: dict[str, Any], rank: str) -> str:
+    """The answer in plain words (Markdown): in the library or probably missing, how sure, the lineage.
 
-
-def verdict(result: dict[str, Any], bank_name: str) -> str:
-    """The novelty verdict and the best guess in plain words (Markdown)."""
+    Examples of the first line: "**In the library: *Aedes aegypti*, 0.97**", "**Probably an
+    undescribed species of the genus *Aedes*** ...".
+    """
     if result.get("error"):
-        return f"Could not classify this input: {result['error']}."
-    similarity = 1.0 - float(result["nearest_distance"])
-    nearest = result.get("nearest_id")
-    best = f"Best match: {_lineage(result)}"
-    best += f" (nearest reference `{nearest}`, cosine similarity {similarity:.2f})." if nearest else f" (cosine similarity {similarity:.2f})."
-    novel, confident = result.get("is_novel_species"), result.get("confident_rank")
-    if novel is None:
-        return f"**No novelty verdict**: the key bank {bank_name} carries no novelty calibration.\n\n{best}"
-    trust = f"confident down to {confident}" if confident else "not confident even at the order"
-    if novel:
-        head = f"**Probably a species missing from the reference library**; {trust}."
+        return f"**Could not classify this input**: {_escape(result['error'])}"
+    depth = RANKS.index(rank)
+    named = [r for r in RANKS[: depth + 1] if result.get(r)]
+    if not named:
+        return "**No answer**: the library gives no label for this input."
+    deepest = named[-1]
+    absent = result.get("novelty_probability")
+    novel = result.get("novel_rank") or None
+    if absent is None or absent != absent:
+        head = f"**Best match: {_labelled(result, deepest)}** (no novelty verdict: this key bank carries no calibration)."
+    elif novel is not None and RANKS.index(novel) <= depth:
+        parent = RANKS[RANKS.index(novel) - 1] if novel != "order" else None
+        if novel == "species":
+            head = f"**Probably an undescribed species of the genus {_name('genus', result['genus'])}**, or a species this library lacks"
+        elif parent is not None and result.get(parent):
+            head = f"**Probably a {novel} missing from the library, in the {parent} {_name(parent, result[parent])}**"
+        else:
+            head = f"**Probably a {novel} missing from the library**"
+        head += f" (probability {absent:.2f} that its species is not in the library)."
     else:
-        head = f"**Probably a species in the reference library**; {trust}."
-    return f"{head}\n\n{best}"
+        head = f"**In the library: {_labelled(result, deepest)}**"
+        head += f" (probability {absent:.2f} that its species is not in the library)."
+        if novel is not None:
+            head += f" Below the {rank}, it is probably a {novel} missing from the library."
+    confident = result.get("confident_rank") or None
+    if confident is None:
+        trust = "Not confident even at the order."
+    elif result.get(confident):
+        trust = f"Confident down to the {confident}: {_labelled(result, confident)}."
+    else:
+        trust = f"Confident down to the {confident}."
+    probabilities = {r: _probability(result, r) for r in named}
+    lineage = " › ".join(_name(r, result[r]) + ("" if p is None else f" ({p:.2f})") for r, p in probabilities.items())
+    nearest = f" Nearest reference record: `{result['nearest_id']}`." if result.get("nearest_id") else ""
+    return f"{head}\n\n{trust} Lineage with probabilities: {lineage}.{nearest}"
 
 
 def neighbour_rows(query: str, result: dict[str, Any]) -> list[list[Any]]:
@@ -254,7 +275,17 @@ def neighbour_rows(query: str, result: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def provenance_line(record: dict[str, Any]) -> str:
+    """Model, weights, key bank and package version in one Markdown line."""
+    model, bank = record["model"], record.get("bank")
+    line = f"Model `{model['id']}` (weights `{model['fingerprint']}`"
+    line += f", revision `{model['revision']}`)" if model.get("revision") else ")"
+    line += " · no key bank" if bank is None else f" · key bank `{bank['fingerprint']}` ({bank['n_keys']:,} {bank['modality']} keys)"
+    return line + f" · bioscan-clip-hf {record['package_version']}"
+
+
 TABLE_HEADERS = ["query", "#", "similarity", "processid", *RANKS]
+PANELS = (("answer", "The answer"), ("image", "From the photo alone"), ("dna", "From the barcode alone"))
 
 
 class ReferenceImages:
@@ -297,10 +328,7 @@ class ReferenceImages:
         with Image.open(io.BytesIO(data)) as img:
             suffix = (img.format or "png").lower()
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in processid)
-        target = self._cache / f"{stem}.{suffix}"
-        partial = self._cache / f".{stem}.{uuid.uuid4().hex}"
-        partial.write_bytes(data)
-        os.replace(partial, target)  # atomic: a concurrent request never sees half a file
+        target = write_bytes(self._cache / f"{stem}.{suffix}", data)  # atomic: no request sees half a file
         self._written[processid] = str(target)
         return str(target)
 
@@ -318,6 +346,27 @@ class SpaceSettings:
     queue_size: int = 64
 
 
+def read_examples(folder: Path = EXAMPLES_DIR) -> tuple[list[dict[str, Any]], tuple[str, str | None] | None]:
+    """The synthetic examples written by ``space/make_examples.py`` and the (model weights, key bank)
+    fingerprints their answers were checked with; ``([], None)`` when there are none."""
+    manifest = folder / "examples.json"
+    if not manifest.is_file():
+        return [], None
+    content = json.loads(manifest.read_text(encoding="utf-8"))
+    return content["examples"], fingerprints(content["generated_with"]["provenance"])
+
+
+def fingerprints(record: dict[str, Any]) -> tuple[str, str | None]:
+    """(weights, key bank) fingerprints of a provenance record: what an answer depends on."""
+    return record["model"]["fingerprint"], (record.get("bank") or {}).get("fingerprint")
+
+
+def example_inputs(item: dict[str, Any], folder: Path = EXAMPLES_DIR) -> list[Any]:
+    """The page inputs ``[photo path, barcode text]`` of one example."""
+    image = str(folder / item["image"]) if item.get("image") else None
+    return [image, (folder / item["fasta"]).read_text(encoding="utf-8") if item.get("fasta") else ""]
+
+
 class BioscanSpace:
     """The page: loads the classifier once, builds the Blocks, answers submissions."""
 
@@ -327,8 +376,12 @@ class BioscanSpace:
         bank = classifier.bank
         self.bank_modality = bank.modality if bank is not None else None
         self.bank_name = f"({len(bank):,} {self.bank_modality} keys)" if bank is not None else "(none)"
+        self.record = classifier.provenance()
+        self.calibrated = bank is not None and bank.calibration is not None
         has_text = "text" in classifier.model.config.modalities
         self.methods = [m for m in ("nearest", "knn") if bank is not None] + (["text"] if has_text else [])
+        if bank is not None and getattr(bank, "has_barcodes", False):
+            self.methods.append("kmer")
         if not self.methods:
             raise ValueError(f"{settings.model}: no key bank and no text tower, so nothing can be classified")
         # Gradio copies returned files into its cache; these originals go when the process ends.
@@ -346,60 +399,77 @@ class BioscanSpace:
             self.references = refs if len(refs) else None
 
     # one submission -------------------------------------------------------------------------
-    def classify(self, image: Any, dna_text: str | None, dna_file: Any, rank: str, k: Any, method: str) -> tuple:
-        """Gradio handler (``/classify``): raw inputs as the page or a client sends them; returns the photo
-        verdict and 4 rank labels, the barcode verdict and 4 labels, the neighbour table, the gallery,
-        the notes and the CSV path."""
+    def _controls(self, rank: str, k: Any, method: str) -> int:
         if rank not in RANKS:
-            raise InputProblem(f"Unknown rank {html.escape(repr(rank), quote=False)}; choose one of {', '.join(RANKS)}.")
+            raise InputProblem(f"Unknown rank {_escape(repr(rank))}; choose one of {', '.join(RANKS)}.")
         if method not in self.methods:
-            raise InputProblem(f"Unknown method {html.escape(repr(method), quote=False)}; this model offers {', '.join(self.methods)}.")
+            raise InputProblem(f"Unknown method {_escape(repr(method))}; this model offers {', '.join(self.methods)}.")
         try:
             k = int(k)
         except (TypeError, ValueError):
-            raise InputProblem(f"top-k must be a whole number, got {html.escape(repr(k), quote=False)}.") from None
+            raise InputProblem(f"top-k must be a whole number, got {_escape(repr(k))}.") from None
         if not 1 <= k <= MAX_K:
             raise InputProblem(f"top-k must be between 1 and {MAX_K}, got {k}.")
-        spec = read_specimen(image, dna_text, dna_file)
-        queries = []
-        if spec.image is not None:
-            queries.append(Query(f"photo: {spec.image_name}", image=spec.image))
-        if spec.dna is not None:
-            queries.append(Query(f"barcode: {spec.dna_name}", dna=spec.dna))
-        if self.bank_modality in ("averaged", "concatenated"):
-            if spec.image is None or spec.dna is None:
-                raise InputProblem(
-                    f"This key bank holds {self.bank_modality} image+DNA embeddings: give both a photo and a barcode."
-                )
-            queries = [Query("photo + barcode", image=spec.image, dna=spec.dna)]
-        results = self.clf.predict(queries=queries, rank=rank, k=k, method=method, progress=False, details=True)
-        by_kind = {("image" if q.modality == "image" else "dna"): r for q, r in zip(queries, results)}
-        if self.bank_modality in ("averaged", "concatenated"):
-            by_kind = {"image": results[0], "dna": results[0]}
-        panels: list[Any] = []
-        for kind, missing in (("image", "No photo given."), ("dna", "No DNA barcode given.")):
-            result = by_kind.get(kind)
-            panels.append(verdict(result, self.bank_name) if result else missing)
-            depth = RANKS.index(rank)
-            panels += [_label_scores(result, r) if result and d <= depth else None for d, r in enumerate(RANKS)]
-        table = pd.DataFrame([row for q, r in zip(queries, results) for row in neighbour_rows(q.id, r)], columns=TABLE_HEADERS)
-        gallery = self._gallery(queries, results) if self.references is not None else []
-        notes = spec.notes + [f"Method: {method}, {METHOD_HELP[method]}."]
-        csv_path = self._csv(results)
-        return (*panels, table, gallery, "\n\n".join(f"- {n}" for n in notes), csv_path)
+        return k
 
-    def _gallery(self, queries: list[Query], results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    def _queries(self, spec: Specimen) -> dict[str, Query]:
+        """The specimen as given (both inputs count), plus each input alone when both are given."""
+        photo = f"photo: {spec.image_name}"
+        barcode = f"barcode: {spec.barcode_name}"
+        dna = spec.barcode.dna if spec.barcode is not None else None
+        if self.bank_modality in COMBINED_BANKS and (spec.image is None or dna is None):
+            raise InputProblem(f"This key bank holds {self.bank_modality} image+DNA embeddings: give both a photo and a barcode.")
+        name = "photo + barcode" if spec.image is not None and dna is not None else (photo if spec.image is not None else barcode)
+        queries = {"answer": Query(name, image=spec.image, dna=dna, notes=list(spec.barcode.notes) if spec.barcode else [])}
+        if spec.image is not None and dna is not None and self.bank_modality not in COMBINED_BANKS:
+            queries["image"] = Query(photo, image=spec.image)
+            queries["dna"] = Query(barcode, dna=dna)
+        return queries
+
+    def classify(self, image: Any, dna_text: str | None, dna_file: Any, rank: str, k: Any, method: str) -> tuple:
+        """Gradio handler (``/classify``): raw inputs as the page or a client sends them; returns for the
+        answer, the photo alone and the barcode alone a verdict and 4 rank labels each, then the
+        neighbour table, the gallery, the notes and the CSV path."""
+        k = self._controls(rank, k, method)
+        spec = read_specimen(image, dna_text, dna_file, self.clf.processor.dna_tokenizer)
+        queries = self._queries(spec)
+        rows = self.clf.predict(queries=list(queries.values()), rank=rank, k=k, method=method, progress=False, details=True)
+        results = dict(zip(queries, rows))
+        given = "a photo" if spec.image is not None else "a barcode"
+        panels: list[Any] = []
+        for kind, _ in PANELS:
+            result = results.get(kind)
+            if result is not None:
+                panels.append(verdict(result, rank))
+            elif self.bank_modality in COMBINED_BANKS:
+                panels.append("Both inputs are combined in one key bank feature: see the answer above.")
+            else:
+                panels.append(f"Only {given} was given: the answer above is from it alone.")
+            depth = RANKS.index(rank)
+            panels += [label_scores(result, r) if d <= depth else None for d, r in enumerate(RANKS)]
+        table = pd.DataFrame([row for q, r in zip(queries.values(), rows) for row in neighbour_rows(q.id, r)], columns=TABLE_HEADERS)
+        gallery = self._gallery(results["answer"]) if self.references is not None else []
+        notes, seen = list(spec.notes), set()
+        for kind, result in results.items():  # a note shared by several queries is shown once
+            for note in _notes(result):
+                if note not in seen:
+                    seen.add(note)
+                    notes.append(f"{queries[kind].id}: {note}")
+        notes.append(f"Method: {method}, {METHOD_HELP.get(method, method)}"
+                     + ("; probabilities calibrated on held-out specimens when the library was built." if self.calibrated else "."))
+        return (*panels, table, gallery, "\n\n".join(f"- {_escape(n)}" for n in notes), self._csv(rows))
+
+    def _gallery(self, result: dict[str, Any]) -> list[tuple[str, str]]:
         items = []
-        for q, r in zip(queries, results):
-            for nb in (r.get("details") or {}).get("neighbors", []):
-                img = self.references.path(nb["processid"])
-                if img is not None:
-                    name = nb.get("species") or nb.get("genus") or nb.get("family") or nb.get("order") or NOT_CLASSIFIED
-                    items.append((img, f"{q.id.split(':')[0]} → {name} ({float(nb['similarity']):.2f})"))
+        for nb in (result.get("details") or {}).get("neighbors", []):
+            img = self.references.path(nb["processid"])
+            if img is not None:
+                name = nb.get("species") or nb.get("genus") or nb.get("family") or nb.get("order") or NOT_CLASSIFIED
+                items.append((img, f"{name} ({float(nb['similarity']):.2f})"))
         return items
 
     def _csv(self, results: list[dict[str, Any]]) -> str:
-        """The package's flat prediction rows (the CLI's CSV columns) as a downloadable file."""
+        """The package's flat prediction rows (the CLI's CSV columns, provenance included) as a file."""
         flat = [{k: v for k, v in r.items() if k != "details"} for r in results]
         path = Path(self._files.name) / f"prediction-{uuid.uuid4().hex[:12]}.csv"
         write_rows(flat, fmt="csv", output=path)
@@ -410,35 +480,35 @@ class BioscanSpace:
         return str(path)
 
     # the page ---------------------------------------------------------------------------------
-    def examples(self) -> tuple[list[list[Any]], list[str], list[list[Any]], list[str]]:
-        """Synthetic examples from ``space/examples`` and real photos from the photos folder, if any."""
-        synthetic, synthetic_labels = [], []
-        manifest = EXAMPLES_DIR / "examples.json"
-        if manifest.is_file():
-            for item in json.loads(manifest.read_text(encoding="utf-8")):
-                image = str(EXAMPLES_DIR / item["image"]) if item.get("image") else None
-                dna = (EXAMPLES_DIR / item["fasta"]).read_text(encoding="utf-8") if item.get("fasta") else ""
-                synthetic.append([image, dna])
-                synthetic_labels.append(f"synthetic · {item['label']}")
+    def examples(self) -> tuple[list[list[Any]], list[str], str, list[list[Any]], list[str]]:
+        """Synthetic examples from ``space/examples`` (inputs, labels, title) and real photos from the
+        photos folder (inputs, labels), if any."""
+        items, checked_with = read_examples()
+        synthetic = [example_inputs(item) for item in items]
+        # A label states the page's answer only when it was checked with these weights and this bank.
+        checked = checked_with == fingerprints(self.record)
+        synthetic_labels = [f"synthetic · {item['label'] if checked else item['plain_label']}" for item in items]
+        title = "Synthetic specimens (drawn insects and simulated barcodes, not real data; " + (
+            "each label is the answer this model gives, checked by a test)" if checked
+            else "made with another model or key bank, so no answers are stated)")
         real, real_labels = [], []
         photos = self.settings.photos
         if photos is not None and photos.is_dir():
             for path in sorted(photos.glob("cropped/*.jpg")) + sorted(photos.glob("orders/*.jpg")):
                 real.append([str(path)])
                 real_labels.append(f"real photo · {path.stem}" + (" (order)" if path.parent.name == "orders" else ""))
-        return synthetic, synthetic_labels, real, real_labels
+        return synthetic, synthetic_labels, title, real, real_labels
 
     def build(self) -> gr.Blocks:
         """The Blocks page. The API endpoint is ``/classify``."""
-        source = html.escape(self.settings.model)
         # delete_cache: uploads and results older than an hour are removed every hour.
         with gr.Blocks(title="BIOSCAN-CLIP: zero-shot insect identification", delete_cache=(3600, 3600)) as demo:
             gr.Markdown(
                 "# BIOSCAN-CLIP: zero-shot insect identification\n"
                 "Give a photo of an insect, its DNA barcode (COI), or both. The model places them in one "
-                "embedding space with a reference library of identified specimens and names the order, "
-                "family, genus and species, and says whether the specimen is probably a species the "
-                f"library lacks.\n\nModel: `{source}` · key bank {html.escape(self.bank_name)}"
+                "embedding space with a reference library of identified specimens, gives the probability of "
+                "each order, family, genus and species, and says whether the specimen is probably a taxon the "
+                f"library lacks.\n\n{_escape(provenance_line(self.record))}"
             )
             with gr.Row():
                 with gr.Column(scale=1, min_width=320):
@@ -457,23 +527,17 @@ class BioscanSpace:
                     with gr.Row():
                         rank = gr.Dropdown(list(RANKS), value="species", label="Deepest rank")
                         method = gr.Dropdown(self.methods, value=self.methods[0], label="Method")
-                    top_k = gr.Slider(1, MAX_K, value=5, step=1, label="Top-k: nearest reference records used (labels show the best 5)")
+                    top_k = gr.Slider(1, MAX_K, value=5, step=1, label="Top-k: alternatives shown per rank")
                     with gr.Row():
                         submit = gr.Button("Identify", variant="primary", elem_id="identify")
                         clear = gr.ClearButton(value="Clear")
                     notes = gr.Markdown(elem_id="notes")
-                    csv_file = gr.File(label="Result (CSV)", interactive=False, elem_id="csv")
+                    csv_file = gr.File(label="Result (CSV, with the model and key bank that made it)", interactive=False, elem_id="csv")
                 with gr.Column(scale=2):
+                    panels = _panel(*PANELS[0])
                     with gr.Row(equal_height=False):
-                        panels: list[gr.Component] = []
-                        for kind, title in (("image", "From the photo"), ("dna", "From the DNA barcode")):
-                            with gr.Column(min_width=280):
-                                gr.Markdown(f"### {title}")
-                                panels.append(gr.Markdown(elem_id=f"verdict-{kind}"))
-                                panels += [
-                                    gr.Label(num_top_classes=5, label=r.capitalize(), elem_id=f"label-{kind}-{r}")
-                                    for r in RANKS
-                                ]
+                        for kind, title in PANELS[1:]:
+                            panels += _panel(kind, title)
                     table = gr.Dataframe(
                         headers=TABLE_HEADERS, label="Nearest reference records", interactive=False,
                         wrap=True, elem_id="neighbours",
@@ -483,12 +547,9 @@ class BioscanSpace:
                         label="Nearest reference images", columns=5, height=220, visible=self.references is not None,
                         elem_id="gallery",
                     )
-            synthetic, synthetic_labels, real, real_labels = self.examples()
+            synthetic, synthetic_labels, synthetic_title, real, real_labels = self.examples()
             if synthetic:
-                gr.Examples(
-                    synthetic, [image, dna_text], label="Synthetic specimens (drawn insects and simulated barcodes, not real data)",
-                    example_labels=synthetic_labels,
-                )
+                gr.Examples(synthetic, [image, dna_text], label=synthetic_title, example_labels=synthetic_labels)
             if real:
                 gr.Examples(
                     real, [image], label="Real BIOSCAN-1M photos (© CBG Photography Group, CC BY-NC-SA 4.0)",
@@ -497,9 +558,10 @@ class BioscanSpace:
             with gr.Accordion("Limitations", open=False):
                 gr.Markdown(
                     "- The answer is only as good as the reference library (key bank): a species it lacks can "
-                    "only be recognised as *missing*, never named.\n"
-                    "- The novelty verdict uses a distance threshold calibrated on held-out species; it is a "
-                    "probability, not a proof.\n"
+                    "only be recognised as *missing*, never named. \"Undescribed\" means \"absent from this "
+                    "library\": check a larger library (BOLD) before describing a species.\n"
+                    "- Probabilities are calibrated on held-out specimens of the library's own data; on other "
+                    "data they are estimates, not guarantees.\n"
                     "- Photos should show one specimen, like BIOSCAN's cropped images; other photos are out of "
                     "distribution.\n"
                     "- The demo model is trained on a small **synthetic** data set and identifies synthetic taxa; "
@@ -523,6 +585,24 @@ class BioscanSpace:
             server_name=host, server_port=port, max_file_size=f"{MAX_UPLOAD_MB}mb",
             allowed_paths=allowed, footer_links=["api"], show_error=False,
         )
+
+
+def _panel(kind: str, title: str) -> list[gr.Component]:
+    """One answer panel: its verdict and a probability label per rank."""
+    with gr.Column(min_width=280):
+        gr.Markdown(f"### {title}")
+        parts: list[gr.Component] = [gr.Markdown(elem_id=f"verdict-{kind}")]
+        with gr.Row():
+            parts += [gr.Label(num_top_classes=MAX_K, label=f"{r.capitalize()} (probability)", elem_id=f"label-{kind}-{r}") for r in RANKS]
+    return parts
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    """A row's ``notes`` column as a list."""
+    notes = result.get("notes")
+    if not notes:
+        return []
+    return list(notes) if isinstance(notes, (list, tuple)) else [n for n in str(notes).split("; ") if n]
 
 
 # -- start-up -------------------------------------------------------------------------------------
@@ -565,25 +645,33 @@ def resolve_settings(args: argparse.Namespace) -> SpaceSettings:
 
 
 def _local(spec: str, revision: str | None, what: str) -> str:
-    """A local folder for ``spec``: itself when it is one, else a snapshot of the Hub repo."""
-    if Path(spec).is_dir():
-        return spec
-    if Path(spec).suffix or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise SystemExit(f"The {what} {spec!r} is neither a folder nor a Hub id (owner/name).")
+    """A local folder for ``spec``: itself when it is one, else a snapshot of the Hub repo it names."""
+    try:
+        source = resolve_source(spec, what=what)
+    except SourceError as err:
+        raise SystemExit(str(err)) from None
+    if not is_hub_id(source):
+        return str(source)
     from huggingface_hub import snapshot_download
 
     try:
-        return snapshot_download(spec, revision=revision)
+        return snapshot_download(source, revision=revision)
     except Exception as err:  # offline without a cached copy, unknown repo, no permission
         raise SystemExit(f"Could not get the {what} {spec!r} from the Hugging Face Hub: {err}") from None
 
 
 def load_classifier(settings: SpaceSettings) -> ZeroShotClassifier:
-    """The package's classifier for the configured model and bank (Hub ids are fetched once)."""
-    model_dir = _local(settings.model, settings.revision, "model")
+    """The package's classifier for the configured model and bank (Hub ids are fetched once).
+
+    A Hub model is loaded by its id, so the answers' provenance names the repo and the commit.
+    """
+    try:
+        model = str(resolve_source(settings.model))
+    except SourceError as err:
+        raise SystemExit(str(err)) from None
     bank_dir = _local(settings.bank, settings.revision, "key bank") if settings.bank else None
     try:
-        return ZeroShotClassifier.from_pretrained(model_dir, bank=bank_dir)
+        return ZeroShotClassifier.from_pretrained(model, bank=bank_dir, revision=settings.revision)
     except (OSError, ValueError) as err:
         raise SystemExit(f"Could not load the model {settings.model!r} (key bank {settings.bank or 'inside the model'}): {err}") from None
 

@@ -165,3 +165,18 @@ def trained_tiny_model_dir(tmp_path_factory, synthetic_tiny_dir) -> Path:
         "--eval_every", "0", "--disable_tqdm",
     ])
     return out / "run" / "best_model"
+
+
+# --- appended by specimen -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_dna_bank_dir(tmp_path_factory, tiny_model_dir, zeroshot_data_dir) -> Path:
+    """A calibrated DNA key bank of ``zeroshot_data_dir`` (train + key_unseen) for the tiny model, built as
+    a user builds one (``bioscan-clip build-bank``); shared by the CLI and Space tests, which only read it."""
+    from bioscan_clip_hf.cli import main
+
+    out = tmp_path_factory.mktemp("tiny_dna_bank") / "bank"
+    assert main(["build-bank", "--model", str(tiny_model_dir), "--data", str(zeroshot_data_dir), "--modality", "dna",
+                 "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    return out

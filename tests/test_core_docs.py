@@ -12,6 +12,7 @@ MODULES = [
     "bioscan_clip_hf.configuration_bioscan_clip",
     "bioscan_clip_hf.modeling_bioscan_clip",
     "bioscan_clip_hf.processing_bioscan_clip",
+    "bioscan_clip_hf.image_processing_bioscan_clip",
     "bioscan_clip_hf.tokenization_barcode",
 ]
 

@@ -1,4 +1,6 @@
-"""Hub round trip: saved folders load with plain transformers in a process that cannot import the package."""
+"""Hub round trip: a saved folder, staged for upload as ``bioscan-clip push`` stages it, loads with plain
+transformers (model, processor, DNA tokenizer, image processor, zero-shot pipeline) in a process that cannot
+import the package."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ HUB_FILES = (
     "configuration_bioscan_clip.py",
     "modeling_bioscan_clip.py",
     "processing_bioscan_clip.py",
+    "image_processing_bioscan_clip.py",
     "tokenization_barcode.py",
+    "pipeline_bioscan_clip.py",
 )
 DNA = ["ACGT" * 165, "TTGAC" * 90 + "N", "AACTTTATATTTTATTTTTGGAATTTGATCAGGAATAGTAGGAAC"]
 TEXT = ["Diptera Culicidae Aedes Aedes aegypti", "Lepidoptera not_classified not_classified not_classified", "x"]
@@ -32,47 +36,53 @@ FRESH_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     sys.modules["bioscan_clip_hf"] = None  # any import of the package now raises ImportError
-    if os.environ.get("COMPAT_TRANSFORMERS_DIR"):  # an older transformers installed with --target
-        sys.path.insert(0, os.environ["COMPAT_TRANSFORMERS_DIR"])
     try:
         import bioscan_clip_hf  # noqa: F401
         raise SystemExit("bioscan_clip_hf is importable")
     except ImportError:
         pass
     import numpy as np, torch
-    from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification, AutoProcessor
+    from PIL import Image
+    from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForZeroShotImageClassification,
+                              AutoProcessor, AutoTokenizer)
     folder, photos, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     dna, text = json.loads(sys.argv[4]), json.loads(sys.argv[5])
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     zs = AutoModelForZeroShotImageClassification.from_pretrained(folder, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    dna_tokenizer = AutoTokenizer.from_pretrained(os.path.join(folder, "dna_tokenizer"), trust_remote_code=True)
+    image_processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
     assert type(model).__name__ == type(zs).__name__ == "BioscanClipModel", (type(model), type(zs))
-    assert "transformers_modules" in type(model).__module__, type(model).__module__
+    for obj in (model, dna_tokenizer, image_processor):
+        assert "transformers_modules" in type(obj).__module__, type(obj).__module__
     inputs = processor(images=photos, text=text, dna=dna, return_tensors="pt")
+    assert torch.equal(dna_tokenizer(dna, return_tensors="pt")["input_ids"], inputs["dna_input_ids"])
+    assert dna_tokenizer.batch_decode(inputs["dna_input_ids"], skip_special_tokens=True)[0] == dna[0]
+    pixels = image_processor([Image.open(p) for p in photos], return_tensors="pt")["pixel_values"]
+    assert torch.equal(pixels, inputs["pixel_values"])
+    from transformers import pipeline
+    classify = pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)
+    assert type(classify).__name__ == "BioscanClipZeroShotImageClassificationPipeline"
+    scores = {p["label"]: p["score"] for p in classify(photos[0], candidate_labels=text)}
     with torch.no_grad():
         output = model(**inputs)
     arrays = {k: v.numpy() for k, v in inputs.items()}
     arrays.update(image=output.image_embeds.numpy(), dna=output.dna_embeds.numpy(), text=output.text_embeds.numpy())
     arrays["logit_scale"] = model.logit_scale.detach().numpy()
+    arrays["pipeline"] = np.array([scores[t] for t in text])
     np.savez(out, **arrays)
-    import transformers
-    print(config.model_type, type(processor).__name__, transformers.__version__)
+    print(config.model_type, type(processor).__name__)
     """
 )
 
 
-COMPAT_DIR = Path(__file__).resolve().parents[1] / ".compat-tf457"  # `make compat`: transformers 4.57.x
-
-
-def _run_fresh(folder: Path, photos: list[Path], workdir: Path, compat_dir: Path | None = None) -> dict[str, np.ndarray]:
+def _run_fresh(folder: Path, photos: list[Path], workdir: Path) -> dict[str, np.ndarray]:
     script = workdir / "load_fresh.py"
     script.write_text(FRESH_SCRIPT)
     out = workdir / "out.npz"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(workdir / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    if compat_dir is not None:
-        env["COMPAT_TRANSFORMERS_DIR"] = str(compat_dir)
     result = subprocess.run(
         [sys.executable, "-I", str(script), str(folder), json.dumps([str(p) for p in photos]), str(out),
          json.dumps(DNA), json.dumps(TEXT)],
@@ -81,24 +91,18 @@ def _run_fresh(folder: Path, photos: list[Path], workdir: Path, compat_dir: Path
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Do you wish to run the custom code" not in result.stdout + result.stderr  # no interactive prompt
     assert "bioscan_clip BioscanClipProcessor" in result.stdout
-    if compat_dir is not None:
-        assert result.stdout.split()[-1].startswith("4.57"), result.stdout
     return dict(np.load(out))
 
 
-@pytest.mark.parametrize("transformers_version", ["installed", "4.57"])
-def test_round_trip_in_fresh_process_without_package(
-    tiny_model, tiny_model_dir, real_photo_paths, tmp_path, transformers_version
-):
-    compat_dir = None
-    if transformers_version == "4.57":
-        if not (COMPAT_DIR / "transformers").is_dir():
-            pytest.skip("transformers 4.57.x not installed in .compat-tf457 (run `make compat`)")
-        compat_dir = COMPAT_DIR
-    folder = tmp_path / "copy"
-    shutil.copytree(tiny_model_dir, folder)
+def test_round_trip_in_fresh_process_without_package(tiny_model, tiny_model_dir, real_photo_paths, tmp_path):
+    """Only the files ``push`` would upload; model, processor, DNA tokenizer, image processor and pipeline load
+    as remote code (transformers 4.57: tests/test_compat_transformers457.py runs the same in its 4.57 process)."""
+    from bioscan_clip_hf.hub import stage_model_folder
+
+    folder = tmp_path / "staged"
+    stage_model_folder(tiny_model_dir, folder, "org/name")
     photos = real_photo_paths[:2] + real_photo_paths[-1:]
-    fresh = _run_fresh(folder, photos, tmp_path, compat_dir)
+    fresh = _run_fresh(folder, photos, tmp_path)
 
     processor = BioscanClipProcessor.from_pretrained(tiny_model_dir)
     inputs = processor(images=photos, text=TEXT, dna=DNA, return_tensors="pt")
@@ -106,6 +110,8 @@ def test_round_trip_in_fresh_process_without_package(
         np.testing.assert_array_equal(fresh[key], value.numpy(), err_msg=key)
     with torch.no_grad():
         output = tiny_model(**inputs)
+    # the pipeline (labels as written) gives the model's image x text probabilities of the first photo
+    np.testing.assert_allclose(fresh["pipeline"], output.logits_per_image[0].softmax(-1).numpy(), atol=1e-5)
     for key, value in (("image", output.image_embeds), ("dna", output.dna_embeds), ("text", output.text_embeds)):
         assert np.abs(fresh[key] - value.numpy()).max() <= 1e-6, key
     assert float(fresh["logit_scale"]) == pytest.approx(float(tiny_model.logit_scale.detach()))
@@ -123,13 +129,18 @@ def test_saved_folder_layout(tiny_model_dir):
         "AutoModel": "modeling_bioscan_clip.BioscanClipModel",
         "AutoModelForZeroShotImageClassification": "modeling_bioscan_clip.BioscanClipModel",
     }
+    assert config["custom_pipelines"]["zero-shot-image-classification"]["impl"] == (
+        "pipeline_bioscan_clip.BioscanClipZeroShotImageClassificationPipeline")
     processor_config = json.loads((tiny_model_dir / "processor_config.json").read_text())
     assert processor_config["auto_map"] == {"AutoProcessor": "processing_bioscan_clip.BioscanClipProcessor"}
     image_config = json.loads((tiny_model_dir / "preprocessor_config.json").read_text())
-    assert image_config["image_processor_type"] == "CLIPImageProcessor"  # a stock class in 4.57 and 5
+    assert image_config["image_processor_type"] == "BioscanClipImageProcessor"
+    assert image_config["auto_map"] == {"AutoImageProcessor": "image_processing_bioscan_clip.BioscanClipImageProcessor"}
     assert image_config["do_normalize"] is True  # the tiny preset scales pixels to [-1, 1]
     assert image_config["image_mean"] == image_config["image_std"] == [0.5, 0.5, 0.5]
-    assert (tiny_model_dir / "dna_tokenizer" / "tokenizer_config.json").is_file()
+    dna_config = json.loads((tiny_model_dir / "dna_tokenizer" / "tokenizer_config.json").read_text())
+    assert dna_config["auto_map"]["AutoTokenizer"][0] == "tokenization_barcode.BarcodeKmerTokenizer"
+    assert (tiny_model_dir / "dna_tokenizer" / "tokenization_barcode.py").is_file()  # loadable on its own
 
 
 def test_root_loads_separately_as_the_pipeline_does(tiny_model_dir, tiny_processor):

@@ -239,6 +239,11 @@ def test_bad_model_inputs(tiny_model, tiny_config):
         tiny_model(pixel_values=inputs["pixel_values"], dna_input_ids=inputs["dna_input_ids"][:2], return_loss=True)
     with pytest.raises(ValueError, match="at least two modalities"):
         tiny_model(pixel_values=inputs["pixel_values"], return_loss=True)
+    # Issue 12: one pair has no negatives, so its loss would be exactly 0 and train nothing.
+    with pytest.raises(ValueError, match="at least 2 specimens per batch.*got a batch of 1"):
+        tiny_model(pixel_values=inputs["pixel_values"][:1], dna_input_ids=inputs["dna_input_ids"][:1], return_loss=True)
+    with pytest.raises(ValueError, match="at least 2 specimens"):
+        bioscan_clip_loss({"image": torch.ones(1, 4), "dna": torch.ones(1, 4)}, tiny_model.logit_scale)
     with pytest.raises(ValueError, match="at least one of"):
         tiny_model()
     with pytest.raises(ValueError, match="dna_input_ids must have shape"):
@@ -299,3 +304,16 @@ def test_tiny_preset_is_fast_enough_for_the_demo(tiny_config):
         model(**inputs, return_loss=True).loss.backward()
         timings.append(time.perf_counter() - start)
     assert min(timings) < 1.5  # shared 2-core machine: 3x headroom over the 0.5 s target
+
+
+def test_dna_embedding_does_not_depend_on_how_the_caller_padded(tiny_model, tiny_processor):
+    """Under the original softmax_mean pooling every position counts, padding included: ids padded to the longest
+    barcode (padding=True) are completed with <UNK> to the full length, as the tokenizer's default does."""
+    barcodes = ["ACGTAACGTT" * 9, "TTGACCA" * 30]
+    full = tiny_processor.dna_tokenizer(barcodes, return_tensors="pt")
+    short = tiny_processor.dna_tokenizer(barcodes, padding=True, return_tensors="pt")
+    assert short["input_ids"].shape[1] < full["input_ids"].shape[1]
+    with torch.no_grad():
+        expected = tiny_model.get_dna_features(full["input_ids"], full["attention_mask"])
+        got = tiny_model.get_dna_features(short["input_ids"], short["attention_mask"])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)

@@ -12,16 +12,30 @@ from PIL import Image
 from bioscan_clip_hf import BioscanClipProcessor, taxonomy_text
 
 
-def reference_pixels(path) -> np.ndarray:
-    """CLIBD image transform written with PIL + numpy: shorter side 256 (bilinear), centre crop 224, /255."""
+def torchvision_eval_transform(path, resize: int = 256, crop: int = 224) -> torch.Tensor:
+    """The original evaluation transform, ToTensor -> Resize(resize, antialias=True) -> CenterCrop(crop), written
+    from torchvision's source (transforms/functional.py ``_compute_resized_output_size``, ``center_crop``;
+    _functional_tensor.py ``resize``), which is not installed here."""
     image = Image.open(path).convert("RGB")
-    width, height = image.size
-    scale = 256 / min(width, height)
-    size = (256, int(height * scale)) if width <= height else (int(width * scale), 256)
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)  # to_tensor
+    h, w = x.shape[-2:]
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = resize, int(resize * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_h, new_w) != (h, w):  # torchvision returns the image untouched at the target size
+        x = torch.nn.functional.interpolate(x[None], size=[new_h, new_w], mode="bilinear", align_corners=False,
+                                            antialias=True)[0]
+    top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
+    return x[:, top : top + crop, left : left + crop]
+
+
+def pil_uint8_transform(path) -> np.ndarray:
+    """What stock image processors do (and this package did): resize the uint8 PIL image, then rescale."""
+    image = Image.open(path).convert("RGB")
+    size = (int(256 * image.width / image.height), 256)
     image = image.resize(size, Image.BILINEAR)
     left, top = (size[0] - 224) // 2, (size[1] - 224) // 2
-    array = np.asarray(image.crop((left, top, left + 224, top + 224)), dtype=np.float32) / 255
-    return array.transpose(2, 0, 1)
+    return (np.asarray(image.crop((left, top, left + 224, top + 224)), dtype=np.float32) / 255).transpose(2, 0, 1)
 
 
 def test_outputs_for_all_modalities(tiny_processor, real_photo_paths):
@@ -43,16 +57,54 @@ def base_processor() -> BioscanClipProcessor:
 
 
 def test_images_match_the_original_transform(base_processor, tiny_processor, real_photo_paths):
-    paths = [real_photo_paths[0], real_photo_paths[-1]]  # a 2880x2160 order photo and a 341x256 crop
-    pixels = base_processor(images=[Image.open(p) for p in paths])["pixel_values"].numpy()
-    assert 0.0 <= pixels.min() and pixels.max() <= 1.0  # clibd-base: no mean/std normalisation
+    """Issue 15: max abs pixel difference <= 1e-6 against the original's float-tensor transform, on the cropped
+    341x256 photos (no resize) and on full-size 2880x2160 ones (two: all 18 have that size)."""
+    crops = [p for p in real_photo_paths if p.parent.name == "cropped"]
+    full = [p for p in real_photo_paths if p.parent.name == "orders"]
+    paths = crops + [full[0], full[-1]]
+    pixels = base_processor(images=[Image.open(p) for p in paths])["pixel_values"]
+    # no mean/std normalisation; bilinear weights are convex, so [0, 1] up to float rounding
+    assert pixels.shape == (len(paths), 3, 224, 224) and 0.0 <= pixels.min() and pixels.max() <= 1.0 + 1e-6
     for got, path in zip(pixels, paths):
-        assert np.abs(got - reference_pixels(path)).max() <= 1 / 255 + 1e-6
-    from_paths = base_processor(images=[str(p) for p in paths])["pixel_values"].numpy()
-    np.testing.assert_array_equal(from_paths, pixels)
+        assert (got - torchvision_eval_transform(path)).abs().max().item() <= 1e-6, path.name
+    # The uint8 resize this replaces is off by up to ~0.8/255 on full-size photos: the check above can fail.
+    assert np.abs(pixels[-1].numpy() - pil_uint8_transform(full[-1])).max() > 0.5 / 255
+    pick = [0, len(paths) - 1]  # a crop and a full-size photo, now given as paths
+    from_paths = base_processor(images=[str(paths[i]) for i in pick])["pixel_values"]
+    torch.testing.assert_close(from_paths, pixels[pick], rtol=0, atol=0)
     # the tiny preset (trained from scratch) scales the same pixels to [-1, 1]
-    tiny = tiny_processor(images=[str(p) for p in paths])["pixel_values"].numpy()
-    np.testing.assert_allclose(tiny, (pixels - 0.5) / 0.5, atol=1e-6)
+    tiny = tiny_processor(images=[str(paths[i]) for i in pick])["pixel_values"]
+    torch.testing.assert_close(tiny, (pixels[pick] - 0.5) / 0.5, rtol=0, atol=1e-6)
+
+
+def test_resize_and_crop_follow_torchvision_rounding():
+    """Output sizes truncate the longer side; crop offsets use round-half-to-even (58.5 -> 58, 57.5 -> 58)."""
+    from bioscan_clip_hf.image_processing_bioscan_clip import center_crop, resize_shortest_edge, shortest_edge_size
+
+    assert shortest_edge_size(333, 1000, 256) == (256, 768) and shortest_edge_size(1000, 333, 256) == (768, 256)
+    assert shortest_edge_size(2160, 2880, 256) == (256, 341)
+    ramp = torch.arange(339.0).expand(3, 5, 339)
+    assert center_crop(ramp, 5, 224)[0, 0, 0].item() == 58  # int(round(57.5)) == 58, not (339 - 224) // 2
+    assert center_crop(torch.arange(341.0).expand(3, 5, 341), 5, 224)[0, 0, 0].item() == 58  # round(58.5) == 58
+    padded = center_crop(torch.ones(3, 4, 6), 6, 8)  # smaller than the crop: zero padding around the image
+    assert padded.shape == (3, 6, 8) and padded.sum() == 3 * 4 * 6 and padded[:, 0].sum() == 0
+    same = torch.rand(3, 256, 300)
+    assert resize_shortest_edge(same, 256) is same  # already at the target size: no resampling
+
+
+def test_to_float_tensor_accepts_arrays_and_leaves_them_untouched():
+    from bioscan_clip_hf.image_processing_bioscan_clip import to_float_tensor
+
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert to_float_tensor(gray).shape == (3, 3, 4) and to_float_tensor(gray)[:, 0, 1].tolist() == [np.float32(1) / 255] * 3
+    hwc = np.zeros((5, 6, 3), dtype=np.uint8)
+    assert to_float_tensor(hwc).shape == (3, 5, 6)
+    floats = torch.rand(3, 4, 5)
+    before = floats.clone()
+    torch.testing.assert_close(to_float_tensor(floats), floats / 255, rtol=0, atol=0)
+    assert torch.equal(floats, before)  # scaled out of place: the caller's tensor keeps its values
+    with pytest.raises(ValueError, match="Expected an image"):
+        to_float_tensor(np.zeros((5, 6, 4)))
 
 
 def test_text_tokenisation_is_the_clibd_one(tiny_processor):
@@ -81,17 +133,49 @@ def test_clibd_base_preset_uses_the_standard_bert_vocab(base_processor):
 def test_save_and_load(tmp_path, tiny_processor, real_photo_paths):
     tiny_processor.save_pretrained(tmp_path)
     loaded = BioscanClipProcessor.from_pretrained(tmp_path)
-    args = dict(images=[str(real_photo_paths[-1])], text=["Diptera x"], dna=["ACGTAACGT"])
+    args = dict(images=[str(real_photo_paths[0])], text=["Diptera x"], dna=["ACGTAACGT"])  # a 341x256 crop
     for key, value in tiny_processor(**args).items():
         torch.testing.assert_close(loaded(**args)[key], value)
-    assert loaded.dna_tokenizer == tiny_processor.dna_tokenizer
+    assert loaded.dna_tokenizer.settings == tiny_processor.dna_tokenizer.settings
+    assert loaded.image_processor.to_dict() == tiny_processor.image_processor.to_dict()
+
+
+# The files of a processor folder as written before the DNA tokenizer and the image processor were
+# transformers classes (e.g. outputs/demo/model from the first release): must keep loading.
+PREVIOUS_DNA_TOKENIZER_CONFIG = {
+    "tokenizer_class": "BarcodeKmerTokenizer", "k": 5, "stride": 5, "max_length": 660, "leading_id": 0,
+    "clean": False, "pad_char": "N", "special_tokens": ["<MASK>", "<CLS>", "<UNK>"], "vocab_size": 1027,
+}
+PREVIOUS_IMAGE_PROCESSOR_CONFIG = {
+    "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
+    "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
+    "image_processor_type": "CLIPImageProcessor", "image_std": [0.5, 0.5, 0.5], "resample": 2,
+    "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 256},
+}
+
+
+def test_folders_in_the_previous_format_still_load(tmp_path, tiny_processor, real_photo_paths):
+    import json
+
+    tiny_processor.save_pretrained(tmp_path)
+    dna_dir = tmp_path / "dna_tokenizer"
+    shutil.rmtree(dna_dir)
+    dna_dir.mkdir()
+    (dna_dir / "tokenizer_config.json").write_text(json.dumps(PREVIOUS_DNA_TOKENIZER_CONFIG, indent=2))
+    (dna_dir / "vocab.txt").write_text("\n".join(tiny_processor.dna_tokenizer.get_vocab()) + "\n")
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(PREVIOUS_IMAGE_PROCESSOR_CONFIG, indent=2))
+    loaded = BioscanClipProcessor.from_pretrained(tmp_path)
+    assert loaded.dna_tokenizer.settings == tiny_processor.dna_tokenizer.settings
+    args = dict(images=[str(real_photo_paths[0])], text=["Diptera x"], dna=["ACGTAACGTN", "ACGT" * 200])
+    for key, value in tiny_processor(**args).items():
+        torch.testing.assert_close(loaded(**args)[key], value, rtol=0, atol=0)
 
 
 def test_bad_images_name_the_index_and_file(tiny_processor, tmp_path, real_photo_paths):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg at all")
     with pytest.raises(ValueError, match=r"index 1 \(.*broken.jpg\)"):
-        tiny_processor(images=[str(real_photo_paths[-1]), str(broken)])
+        tiny_processor(images=[str(real_photo_paths[0]), str(broken)])
     with pytest.raises(ValueError, match=r"index 0 \(.*missing.jpg\)"):
         tiny_processor(images=[str(tmp_path / "missing.jpg")])
     truncated = tmp_path / "truncated.jpg"

@@ -1,4 +1,5 @@
-"""DNA k-mer tokenizer: hand-computed ids, parity with a per-sequence transcription of the original, errors."""
+"""DNA k-mer tokenizer: hand-computed ids, parity with a per-sequence transcription of the original, the
+transformers tokenizer conventions (AutoTokenizer, pad, encode, decode, MLM collator), errors."""
 
 from __future__ import annotations
 
@@ -110,18 +111,75 @@ def test_save_and_load(tmp_path):
     tok = BarcodeKmerTokenizer(k=4, stride=4, max_length=400, leading_id=1, clean=True)
     tok.save_pretrained(tmp_path)
     loaded = BarcodeKmerTokenizer.from_pretrained(tmp_path)
-    assert loaded == tok
+    assert loaded.settings == tok.settings and loaded.model_max_length == tok.model_max_length == 101
     assert (tmp_path / "vocab.txt").read_text().splitlines()[:4] == ["<MASK>", "<CLS>", "<UNK>", "AAAA"]
     assert BarcodeKmerTokenizer.from_pretrained(tmp_path, clean=False).clean is False
-    with pytest.raises(OSError, match="No DNA tokenizer"):
+    with pytest.raises(OSError, match="No DNA tokenizer found"):
         BarcodeKmerTokenizer.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OSError, match="No DNA tokenizer found.*empty"):  # not the default settings, silently
+        BarcodeKmerTokenizer.from_pretrained(tmp_path / "empty")
 
 
-def test_return_types(tok):
-    assert isinstance(tok("ACGT")["input_ids"], list) and len(tok("ACGT")["input_ids"]) == 1
-    assert tok(["ACGT"], return_tensors="np")["input_ids"].dtype == np.int64
-    with pytest.raises(ValueError, match="return_tensors"):
-        tok(["ACGT"], return_tensors="tf")
+def test_auto_tokenizer_loads_a_saved_tokenizer_as_remote_code(tmp_path, real_barcodes):
+    """A saved tokenizer folder carries its code and auto_map: AutoTokenizer needs no bioscan_clip_hf class."""
+    from transformers import AutoTokenizer
+
+    tok = BarcodeKmerTokenizer(k=4, stride=2, max_length=300)
+    tok.save_pretrained(tmp_path)
+    assert (tmp_path / "tokenization_barcode.py").is_file()
+    loaded = AutoTokenizer.from_pretrained(tmp_path, trust_remote_code=True)
+    assert type(loaded).__module__.startswith("transformers_modules") and loaded.settings == tok.settings
+    sample = real_barcodes[:50]
+    np.testing.assert_array_equal(loaded(sample, return_tensors="np")["input_ids"], tok(sample, return_tensors="np")["input_ids"])
+
+
+def test_transformers_conventions(tok):
+    """pad, encode, tokenize, decode and batch_decode behave as transformers tokenizers do."""
+    sample = ["ACGTAC", "A" * 30, "ACGTA" * 140]
+    fixed = tok(sample, return_tensors="pt")
+    unpadded = tok(sample, padding=False)
+    assert [len(ids) for ids in unpadded["input_ids"]] == [3, 7, 133]  # lead + k-mers overlapping the barcode
+    padded = tok.pad(unpadded, padding="max_length", max_length=tok.model_max_length, return_tensors="pt")
+    for key in ("input_ids", "attention_mask"):  # pad() with <UNK> == tokenising with N padding
+        assert torch.equal(padded[key], fixed[key]), key
+    assert tok(sample[:2], padding=True, return_tensors="np")["input_ids"].shape == (2, 7)
+    assert tok(sample, max_length=10, return_tensors="np")["input_ids"].shape == (3, 10)
+    assert tok(sample, truncation=False, return_tensors="np")["input_ids"].shape == (3, 141)
+    assert tok(sample, add_special_tokens=False, return_tensors="np")["input_ids"].shape == (3, 132)
+    assert tok(sample, pad_to_multiple_of=8, padding=True, return_tensors="np")["input_ids"].shape == (3, 136)
+    assert tok.encode("ACGTAACGTA") == fixed["input_ids"][0].tolist()[:1] + [111, 111] + [2] * 130
+    assert tok.tokenize("ACGTAC") == ["ACGTA", "CNNNN"] and tok.convert_tokens_to_ids(["ACGTA", "CNNNN"]) == [111, 2]
+    assert tok.decode(fixed["input_ids"][0, :4]) == "<MASK>ACGTA<UNK><UNK>"
+    assert tok.batch_decode(fixed["input_ids"], skip_special_tokens=True) == ["ACGTA", "A" * 30, "ACGTA" * 132]
+    assert tok.decode(fixed["input_ids"], skip_special_tokens=True) == tok.batch_decode(fixed["input_ids"], skip_special_tokens=True)
+    assert tok.decode(tok.encode("ACGTAGNNNNACGTA"), skip_special_tokens=True) == "ACGTANNNNNACGTA"  # <UNK> -> N
+    assert (tok.pad_token_id, tok.unk_token_id, tok.mask_token_id, tok.cls_token_id) == (2, 2, 0, 1)
+    assert len(tok) == tok.vocab_size == 1027
+    with pytest.raises(ValueError, match="padding=True"):
+        tok(sample, padding=False, return_tensors="pt")
+    with pytest.raises(ValueError, match="does not support text_pair"):
+        tok(sample, text_pair=sample)
+
+
+def test_overlapping_kmers_decode_to_the_bases():
+    tok = BarcodeKmerTokenizer(k=4, stride=2, max_length=12, leading_id=None)
+    ids = tok(["ACGTACGTAC"])["input_ids"][0]
+    assert tok.decode(ids, skip_special_tokens=True) == "ACGTACGTAC"
+    assert tok.decode(ids) == "ACGTGTACACGTGTAC<UNK>"
+
+
+def test_masked_language_modelling_collator_never_masks_specials(tok, real_barcodes):
+    """transformers' MLM collator works on the tokenizer's output and, as BarcodeBERT, never masks <UNK>."""
+    from transformers import DataCollatorForLanguageModeling
+
+    collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.5, seed=0)
+    encoded = tok(real_barcodes[:8] + ["ACGTAGNNNNACGTA"])
+    batch = collator([{"input_ids": ids} for ids in encoded["input_ids"]])
+    original = torch.tensor(encoded["input_ids"])
+    masked = batch["labels"] != -100
+    assert masked.any() and not masked[original < 3].any()  # the leading id and <UNK> stay
+    assert (batch["input_ids"][masked] != original[masked]).any()
 
 
 @pytest.mark.parametrize(
@@ -145,9 +203,10 @@ def test_clean_empty_after_cleaning():
         BarcodeKmerTokenizer(clean=True)(["ACGT", " - "])
 
 
-def test_decode_round_trip(tok):
-    barcode = "ACGTA" * 132
-    assert tok.decode(tok([barcode])["input_ids"][0]) == barcode
+def test_decode_round_trip(tok, real_barcodes):
+    clean = next(b[:655] for b in real_barcodes if len(b) >= 655 and set(b[:655]) <= set("ACGT"))
+    for barcode in ("ACGTA" * 132, clean):
+        assert tok.decode(tok.encode(barcode), skip_special_tokens=True) == barcode
 
 
 def test_errors_past_max_length_and_in_later_chunks(tok):

@@ -24,6 +24,13 @@ def test_card_metadata(synthetic_tiny_dir):
     features = {f["name"]: f["dtype"] for f in data["dataset_info"]["features"]}
     assert list(features) == list(SCHEMA_COLUMNS) and features["image"] == "image"
     assert sum(s["num_examples"] for s in data["dataset_info"]["splits"]) > 150
+    assert data["pretty_name"].lower().count("synthetic") == 1
+    # datasets reads the split sizes (a split without num_bytes makes it drop them with "malformed")
+    (info,) = datasets.info.DatasetInfosDict.from_dataset_card_data(card.data).values()
+    assert list(info.splits) == list(SPLITS)
+    assert all(split.num_bytes > 0 for split in info.splits.values())
+    assert info.dataset_size == sum(split.num_bytes for split in info.splits.values())
+    assert info.download_size == sum(p.stat().st_size for p in (synthetic_tiny_dir / "data").glob("*.parquet"))
     assert "Synthetic data" in card.text and "@inproceedings{gong2025clibd" in card.text
     assert "| `key_unseen` |" in card.text
 

@@ -122,12 +122,39 @@ def test_card_without_evaluation_has_no_model_index(model_dir):
     assert 'pipeline("zero-shot-image-classification", model="org/plain", revision="main"' in card.text
 
 
+def test_card_describes_the_saved_image_preprocessing(model_dir):
+    """The "Images" line renders the folder's preprocessor_config.json, not a fixed sentence."""
+    card = render_model_card(model_dir, "org/plain")
+    assert "normalised per channel with mean [0.5, 0.5, 0.5] and std [0.5, 0.5, 0.5]" in card.text  # tiny preset
+    assert "no mean/std normalisation" not in card.text
+    config_path = model_dir / "preprocessor_config.json"
+    config = json.loads(config_path.read_text())
+    config.update(do_normalize=False, size={"shortest_edge": 128}, crop_size={"height": 112, "width": 112})
+    config_path.write_text(json.dumps(config))
+    card = render_model_card(model_dir, "org/plain")
+    assert "shorter side resized to 128 px" in card.text and "centre crop 112x112 px" in card.text
+    assert "scaled by 0.00392157 to [0, 1], no mean/std normalisation." in card.text
+    assert "github.com/bioscan-ml" not in card.text  # the original authors' organisation does not host this project
+
+
 def test_evaluation_records_reject_other_json():
     with pytest.raises(ValueError, match="not an evaluate_model result"):
         evaluation_records({"results": []})
     records = evaluation_records(_evaluation())
     assert {r.group for r in records} == {"seen", "unseen", "hm"}
     assert len(records) == len(PAIRS) * len(RANKS) * 3 * 2 * 3
+
+
+def test_published_metadata_does_not_claim_the_original_authors_repository():
+    """No repository of the original authors' organisation (which does not hold this project) is given as its
+    home: pyproject URLs, CITATION.cff and the card templates (citations of their papers stay)."""
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert not any("bioscan-ml" in url for url in project.get("urls", {}).values())
+    assert "repository-code" not in yaml.safe_load((REPO_ROOT / "CITATION.cff").read_text())
+    for template in ("model_card_template.md", "dataset_card_template.md"):
+        assert "github.com/bioscan-ml" not in (REPO_ROOT / "hub_cards" / template).read_text(), template
 
 
 def test_citation_cff_lists_the_papers():

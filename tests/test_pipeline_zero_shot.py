@@ -38,6 +38,30 @@ def test_pipeline_scores_are_the_models_image_text_probabilities(tmp_path, tiny_
             assert p["score"] == pytest.approx(row[ORDERS.index(p["label"])].item(), abs=1e-5)
 
 
+def test_pipeline_defaults_to_the_models_text_format(tiny_model_dir):
+    """Labels go in as written (no "This is a photo of {}.") and are padded/truncated to the model's 20 tokens
+    exactly as the processor does, so the scores are the model's own probabilities, also for long labels."""
+    from bioscan_clip_hf import BioscanClipModel, BioscanClipProcessor, taxonomy_text
+
+    clf = pipeline("zero-shot-image-classification", model=str(tiny_model_dir), trust_remote_code=True)
+    assert type(clf).__name__ == "BioscanClipZeroShotImageClassificationPipeline"
+    labels = [taxonomy_text("Diptera", "Culicidae", "Aedes", "Aedes aegypti"),
+              taxonomy_text("Lepidoptera", "Gelechiidae", "Tuta", "Tuta absoluta"),
+              taxonomy_text("Hymenoptera", "Ichneumonidae", "Pseudorhyssa", "Pseudorhyssa maculicoxis"),
+              taxonomy_text("Coleoptera")]
+    processor = BioscanClipProcessor.from_pretrained(tiny_model_dir)
+    assert len(processor.tokenizer(labels[2])["input_ids"]) > 20  # longer than the model's text
+    image = Image.new("RGB", (320, 240), (210, 120, 40))
+    scores = {p["label"]: p["score"] for p in clf(image, candidate_labels=labels)}
+    model = BioscanClipModel.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        probs = model(**processor(images=[image], text=labels)).logits_per_image.softmax(dim=-1)[0]
+    for label, probability in zip(labels, probs.tolist()):
+        assert scores[label] == pytest.approx(probability, abs=1e-6)
+    templated = clf(image, candidate_labels=["Diptera"], hypothesis_template="{} not_classified not_classified x")
+    assert templated[0]["label"] == "Diptera"  # the template stays overridable
+
+
 def test_pipeline_needs_a_text_tower(tmp_path):
     from bioscan_clip_hf import BioscanClipConfig, BioscanClipModel, BioscanClipProcessor
 

@@ -1,23 +1,47 @@
-"""training/realcoi_eval.py end to end on the real COI barcodes: two splits, a few training steps each."""
+"""training/realcoi_eval.py end to end on the real COI barcodes: two splits, a few training steps each,
+of the recipe that starts from a pre-trained DNA tower."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from training.realcoi_eval import MODELS, PROTOCOLS, main
+from training.realcoi_eval import MODELS, PRETRAINED, PROTOCOLS, main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def realcoi_result(shared_data_dir, tmp_path_factory):
+    """The pre-trained-tower recipe (a tiny tower pre-trained for 2 steps here), so the run scores all
+    four models: trained, its pre-trained start, untrained and the 5-mer baseline."""
+    from training.pretrain_dna import main as pretrain_main
+
     work = tmp_path_factory.mktemp("realcoi")
+    tsv = shared_data_dir / "real-coi" / "coi_insecta.tsv"
+    tower = work / "tower"  # pre-trained on the TSV itself: this test checks the mechanics, not the honesty rule
+    pretrain_main(["--corpus", str(tsv), "--output_dir", str(tower), "--model_preset", "tiny", "--max_train_steps", "2",
+                   "--validation_fraction", "0", "--disable_tqdm"])
     out = work / "result.json"
-    code = main(["--tsv", str(shared_data_dir / "real-coi" / "coi_insecta.tsv"), "--split-seeds", "1", "2",
-                 "--work", str(work / "runs"), "--out", str(out), "--train-override=--max_train_steps=3",
-                 "--train-override=--eval_every=0"])
+    code = main(["--tsv", str(tsv), "--split-seeds", "1", "2", "--work", str(work / "runs"), "--out", str(out),
+                 "--config", str(REPO / "training" / "configs" / "realcoi_dna_text_pretrained.yaml"),
+                 f"--train-override=--dna_init={tower}", "--train-override=--model_preset=tiny",
+                 "--train-override=--max_train_steps=3", "--train-override=--eval_every=0"])
     assert code == 0
     return json.loads(out.read_text()), out
+
+
+def test_a_pretrained_recipe_is_also_scored_unaligned(realcoi_result):
+    summary = realcoi_result[0]["summary"]
+    assert summary["models"] == ["trained", PRETRAINED, *MODELS[1:]]
+    for protocol in PROTOCOLS:
+        for cell in summary[protocol].values():
+            assert set(cell) >= {"trained_vs_pretrained", "trained_vs_untrained", "trained_vs_kmer5_nn"}
+    # The pre-trained start is its own model: not the untrained one with another name.
+    paper = [q["paper"] for q in summary["queries"]]
+    assert any(p[PRETRAINED]["similarity"] != p["untrained"]["similarity"] for p in paper)
 
 
 @pytest.mark.parametrize("protocol", list(PROTOCOLS))
@@ -72,3 +96,29 @@ def test_missing_tsv_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--tsv", str(tmp_path / "nope.tsv")])
     assert "nope.tsv" in capsys.readouterr().err
+
+
+def test_memoised_dna_features_equal_the_model_and_encode_each_barcode_once(tiny_model, tiny_processor, shared_data_dir):
+    import csv
+
+    import torch
+
+    from training.realcoi_eval import MemoisedDna
+
+    with open(shared_data_dir / "real-coi" / "coi_insecta.tsv", newline="") as f:
+        barcodes = list(dict.fromkeys(row["dna_barcode"] for row in csv.DictReader(f, delimiter="\t")))[:6]
+    batch = tiny_processor(dna=barcodes, return_tensors="pt")
+    ids, mask = batch["dna_input_ids"], batch["dna_attention_mask"]
+    calls = []
+    memo = MemoisedDna(tiny_model)
+    inner = tiny_model.get_dna_features
+    memo.inner.get_dna_features = lambda i, m=None, normalize=True: calls.append(len(i)) or inner(i, m, normalize=normalize)
+    try:
+        first = memo.get_dna_features(ids[:4], mask[:4])
+        again = memo.get_dna_features(ids[2:], mask[2:])  # two known rows, two new ones
+    finally:
+        del memo.inner.get_dna_features
+    with torch.no_grad():
+        expected = tiny_model.get_dna_features(ids, mask)
+    assert calls == [4, 2]
+    assert torch.allclose(first, expected[:4], atol=1e-6) and torch.allclose(again, expected[2:], atol=1e-6)

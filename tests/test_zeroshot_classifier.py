@@ -48,12 +48,16 @@ def test_nearest_on_key_records_finds_themselves(tiny_model, tiny_processor, dna
     for row, species in zip(rows, keys["species"][:4]):
         assert row["error"] is None and row["modality"] == "dna"
         # The tiny random DNA tower maps all barcodes close together, so the query's own key is
-        # among the nearest (distance ~0) but not always first; every rank comes from the nearest key.
+        # among the nearest (distance ~0) but not always first; the species is the nearest key's.
         assert row["nearest_distance"] == pytest.approx(0.0, abs=1e-4)
         assert species in row["topk_labels"].split(";")
-        nearest = table.loc[row["nearest_id"]]
-        assert [row[r] for r in ("order", "family", "genus", "species")] == [nearest[r] for r in ("order", "family", "genus", "species")]
-        assert len(row["topk_labels"].split(";")) == 5
+        assert row["species"] == table.loc[row["nearest_id"], "species"]
+        probs = [row[f"{r}_probability"] for r in ("order", "family", "genus", "species")]
+        assert probs == sorted(probs, reverse=True) and 0 < probs[-1] < probs[0] <= 1  # not one number at every rank
+        scores = [float(x) for x in row["topk_scores"].split(";")]
+        assert len(scores) == 5 and scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(probs[-1], abs=1e-4)
+        # An uncalibrated bank says so and gives no novelty verdict.
+        assert "no calibration" in row["notes"] and row["novelty_probability"] is None and row["is_novel_species"] is None
 
 
 def test_bad_rows_get_errors_and_others_continue(tiny_model, tiny_processor, dna_bank, keys, tmp_path):
@@ -75,18 +79,19 @@ def test_knn_text_rank_and_paired_queries(tiny_model, tiny_processor, dna_bank, 
     knn = clf.predict(images=photos, dna=keys["dna_barcode"][:2], method="knn", rank="genus", k=3, progress=False,
                       batch_size=1, callback=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 2 images then 2 barcodes, one per batch
-    assert all(r["modality"] == "image+dna" and r["genus"] and r["species"] is None for r in knn)
-    assert all(0 < r["genus_score"] <= 1 for r in knn)
+    assert all(r["genus"] and r["species"] is None and r["species_probability"] is None for r in knn)
+    assert all(0 < r["genus_probability"] <= 1 for r in knn)
     text = clf.predict(images=photos, method="text", rank="species", progress=False)
     for row in text:
-        assert row["error"] is None
-        assert row["order_score"] >= row["family_score"] >= row["genus_score"] >= row["species_score"] > 0
+        assert row["error"] is None and row["modality"] == "image"
+        assert row["order_probability"] >= row["family_probability"] >= row["genus_probability"] >= row["species_probability"] > 0
     taxa = [{"order": "Diptera", "family": "Culicidae", "genus": "Aedes", "species": "Aedes aegypti"},
             {"order": "Diptera", "family": "Culicidae", "genus": "Culex", "species": "Culex pipiens"}]
     own = ZeroShotClassifier(tiny_model, tiny_processor, None, device="cpu").predict(
         dna=keys["dna_barcode"][:1], method="text", taxa=taxa, progress=False)[0]
-    assert own["order"] == "Diptera" and own["order_score"] == pytest.approx(1.0)
-    assert own["family_score"] == pytest.approx(1.0) and own["species"] in {"Aedes aegypti", "Culex pipiens"}
+    assert own["order"] == "Diptera" and own["order_probability"] == pytest.approx(1.0)
+    assert own["family_probability"] == pytest.approx(1.0) and own["species"] in {"Aedes aegypti", "Culex pipiens"}
+    assert "no key bank" in own["notes"]
     with pytest.raises(ValueError, match="needs a key bank"):
         ZeroShotClassifier(tiny_model, tiny_processor, None, device="cpu").predict(dna=["ACGT"], method="nearest")
 
@@ -95,13 +100,14 @@ def test_averaged_bank_and_calibration(tiny_model, tiny_processor, keys, zerosho
     bank = KeyBank.build(tiny_model, tiny_processor, keys, modality="averaged", progress=False)
     seen = load_bioscan(zeroshot_data_dir, split="val", decode_images=False)
     unseen = load_bioscan(zeroshot_data_dir, split="val_unseen", decode_images=False)
-    cals = bank.calibrate(tiny_model, tiny_processor, seen, unseen, progress=False)
-    assert set(cals) == {"averaged"} and 0.0 <= cals["averaged"].auroc <= 1.0
-    assert cals["averaged"].n_seen == 6 and cals["averaged"].n_unseen == 3
+    cal = bank.calibrate(tiny_model, tiny_processor, seen, unseen, methods=("nearest",), progress=False)
+    assert cal.plan("image+dna", "nearest").sources == ["averaged"] and cal.plan("dna", "nearest") is None
+    assert cal.probability["image+dna/nearest"]["n_queries"] == 9  # 6 val + 3 val_unseen: all in the library
     clf = ZeroShotClassifier(tiny_model, tiny_processor, bank, device="cpu")
     images = [keys[i]["image"] for i in range(2)]
     rows = clf.predict(images=images, dna=keys["dna_barcode"][:2], progress=False)
-    assert rows[0]["species"] == keys["species"][0] and isinstance(rows[0]["is_novel_species"], bool)
+    assert rows[0]["modality"] == "image+dna" and isinstance(rows[0]["is_novel_species"], bool)
+    assert rows[0]["species"] == keys["species"][0]
     lone = clf.predict(dna=keys["dna_barcode"][:1], progress=False)[0]
     assert "needs both an image and a barcode" in lone["error"]
 

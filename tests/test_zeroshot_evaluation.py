@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_evaluate_model_all_pairs_and_outputs(tiny_model, tiny_processor, zeroshot_data_dir, tmp_path):
     tiny_model.train()
-    res = evaluate_model(tiny_model, tiny_processor, zeroshot_data_dir, output_dir=tmp_path, title="test data", progress=False)
+    res = evaluate_model(tiny_model, tiny_processor, zeroshot_data_dir, output_dir=tmp_path, title="test data", progress=False,
+                         identification=("nearest",))
     assert tiny_model.training  # mode restored
     tiny_model.eval()
     assert res["protocol"]["pairs"] == [f"{q}->{k}" for q, k in ALL_PAIRS]
@@ -26,7 +27,10 @@ def test_evaluate_model_all_pairs_and_outputs(tiny_model, tiny_processor, zerosh
             assert 0 <= rep["seen_macro_top1"] <= rep["seen_macro_top5"] <= 100
     # Image features separate genera perfectly on this data (colour = genus) -> 100% image->image genus.
     assert res["pairs"]["image->image"]["genus"]["seen_micro_top1"] == 100.0
-    assert set(res["novelty"]) == set(res["pairs"]) and all(0 <= v["auroc"] <= 1 for v in res["novelty"].values())
+    # Every pair also reports the quality of the calibrated answer (cross-fitted on these val queries).
+    assert set(res["identification"]) == {p for p in res["pairs"] if not p.endswith("->text")}
+    for report in res["identification"].values():
+        assert report["calibration"]["cross_fitted"] and report["methods"]["nearest"]
     top1 = [v for pr in res["pairs"].values() for rep in pr.values() for key, v in rep.items()
             if key.endswith("_top1") and not key.startswith("hm_")]
     assert res["selection_score"] == pytest.approx(sum(top1) / len(top1))
@@ -42,7 +46,7 @@ def test_evaluate_model_all_pairs_and_outputs(tiny_model, tiny_processor, zerosh
 def test_dataset_object_and_pair_subset(tiny_model, tiny_processor, zeroshot_data_dir):
     data = load_bioscan(zeroshot_data_dir)  # DatasetDict
     res = evaluate_model(tiny_model, tiny_processor, data, query_splits=("test", "test_unseen"),
-                         pairs=[("dna", "dna")], k_values=(1,), progress=False)
+                         pairs=[("dna", "dna")], k_values=(1,), progress=False, identification=())
     assert list(res["pairs"]) == ["dna->dna"] and "seen_micro_top1" in res["pairs"]["dna->dna"]["order"]
     with pytest.raises(ValueError, match="no split"):
         evaluate_model(tiny_model, tiny_processor, data, query_splits=("val", "nope"), progress=False)
@@ -70,14 +74,14 @@ def test_pairs_follow_the_model_towers(tiny_processor, zeroshot_data_dir, towers
     from bioscan_clip_hf import BioscanClipConfig, BioscanClipModel
 
     model = BioscanClipModel(BioscanClipConfig.from_preset("tiny", modalities=towers)).eval()
-    res = evaluate_model(model, tiny_processor, zeroshot_data_dir, k_values=(1,), progress=False)
+    res = evaluate_model(model, tiny_processor, zeroshot_data_dir, k_values=(1,), progress=False, identification=())
     assert res["protocol"]["pairs"] == pairs
 
 
 def test_per_query_predictions_match_the_reported_accuracy(tiny_model, tiny_processor, zeroshot_data_dir):
     data = load_bioscan(zeroshot_data_dir)
     res = evaluate_model(tiny_model, tiny_processor, data, query_splits=("test", "test_unseen"),
-                         pairs=[("dna", "dna")], k_values=(1,), progress=False, per_query=True)
+                         pairs=[("dna", "dna")], k_values=(1,), progress=False, per_query=True, identification=())
     rows = res["predictions"]["dna->dna"]
     assert [r["processid"] for r in rows] == list(data["test"]["processid"]) + list(data["test_unseen"]["processid"])
     for rank in ("order", "genus", "species"):
@@ -94,5 +98,5 @@ def test_per_query_predictions_match_the_reported_accuracy(tiny_model, tiny_proc
     best = int((qf @ feats.T).argmax())
     assert rows[0]["nearest_key"] == keys[best]["processid"]
     assert rows[0]["similarity"] == pytest.approx(float((qf @ feats.T).max()), abs=1e-5)
-    assert "predictions" not in evaluate_model(tiny_model, tiny_processor, data, pairs=[("dna", "dna")],
+    assert "predictions" not in evaluate_model(tiny_model, tiny_processor, data, pairs=[("dna", "dna")], identification=(),
                                                k_values=(1,), progress=False)

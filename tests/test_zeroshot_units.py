@@ -1,4 +1,5 @@
-"""Novelty calibration, FASTA / sequence reading, input pairing, output writers and the vote rules."""
+"""Units of the answer (k-mer profiles, taxon index and checklists, probabilities, calibration fit,
+ECE, novelty model, confident rank), FASTA / sequence reading, input pairing and output writers."""
 
 import json
 
@@ -6,9 +7,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bioscan_clip_hf.zero_shot.classify import knn_vote, nearest_rule, text_rollup
-from bioscan_clip_hf.zero_shot.inputs import gather_queries, queries_from_python
-from bioscan_clip_hf.zero_shot.novelty import NoveltyCalibration, auroc, best_threshold, calibrate_novelty, calibrate_ranks
+import doctest
+import importlib
+import math
+
+import torch
+
+from bioscan_clip_hf.zero_shot.evidence import (
+    Candidates, KeySource, Shortlist, expected_calibration_error, fit_temperatures, reliability_bins,
+)
+from bioscan_clip_hf.zero_shot.identify import confident_ranks
+from bioscan_clip_hf.zero_shot.kmer import kmer_profiles
+from bioscan_clip_hf.zero_shot.lineages import TaxonIndex
+from bioscan_clip_hf.zero_shot.novelty import LogisticModel, NoveltyModel, auroc, flag_columns, novel_rank
+from bioscan_clip_hf.zero_shot.specimens import gather_queries, queries_from_python
 from bioscan_clip_hf.zero_shot.sequences import parse_fasta, read_sequences
 from bioscan_clip_hf.zero_shot.writers import write_rows
 
@@ -23,24 +35,141 @@ def test_auroc_equals_pairwise_count_with_ties():
     assert np.isnan(auroc([], [1.0]))
 
 
-def test_threshold_and_calibration_roundtrip():
-    t, tpr, fpr = best_threshold([0.1, 0.2, 0.3], [0.5, 0.6, 0.25])
-    assert 0.3 < t < 0.5 and tpr == pytest.approx(2 / 3) and fpr == 0.0
-    cal = calibrate_novelty([0.1, 0.2, 0.3], [0.5, 0.6, 0.7], {"species": [1, 1, 0, 0, 0, 0], "order": [1] * 6})
-    assert cal.auroc == 1.0 and cal.is_novel(0.55) and not cal.is_novel(0.2)
-    assert cal.rank_thresholds["order"] == float("inf")
-    assert cal.confident_rank(0.1) == "species" and cal.confident_rank(0.45) == "order"
-    assert NoveltyCalibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
-    # strict JSON (the Hub, JavaScript) has no Infinity: the always-trusted rank is stored as a string
-    never_trusted = calibrate_novelty([0.1, 0.2], [0.5, 0.6], {"species": [0] * 4, "order": [1] * 4})
-    text = json.dumps(never_trusted.to_dict(), allow_nan=False)
-    assert NoveltyCalibration.from_dict(json.loads(text)).rank_thresholds == {"order": float("inf"), "species": float("-inf")}
+RANKS = ("order", "family", "genus", "species")
 
 
-def test_rank_thresholds_are_monotone():
-    d = [0.1, 0.2, 0.3, 0.4]
-    out = calibrate_ranks(d, {"order": [1, 0, 1, 0], "family": [1, 1, 1, 0], "species": [1, 1, 0, 0]})
-    assert out["species"] <= out["family"] <= out["order"]
+@pytest.mark.parametrize("name", ["kmer", "lineages", "evidence", "identify", "novelty", "calibration"])
+def test_docstring_examples(name):
+    module = importlib.import_module(f"bioscan_clip_hf.zero_shot.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_kmer_profiles_match_a_brute_force_count():
+    rng = np.random.default_rng(1)
+    seqs = ["".join(rng.choice(list("ACGTNRacgt"), size=rng.integers(3, 90))) for _ in range(40)] + ["", "NNNNNNN"]
+    got = kmer_profiles(seqs, normalize=False).numpy()
+    for row, seq in zip(got, seqs):
+        want = np.zeros(1024)
+        s = seq.upper()
+        for i in range(len(s) - 4):
+            kmer = s[i:i + 5]
+            if set(kmer) <= set("ACGT"):
+                want[int("".join(str("ACGT".index(c)) for c in kmer), 4)] += 1
+        np.testing.assert_array_equal(row, want)
+    unit = kmer_profiles(seqs)
+    counted = torch.from_numpy(got.sum(axis=1) > 0)
+    assert torch.allclose(unit[counted].norm(dim=1), torch.ones(int(counted.sum()))) and unit[~counted].abs().sum() == 0
+
+
+def test_taxon_index_keeps_homonyms_apart_and_reads_checklists(tmp_path):
+    index = TaxonIndex.from_lineages([("D", "a", "G", "G x"), ("D", "b", "G", "G y"), ("H", "c", "X", None), ("D", "a", "G", "G x")])
+    assert index.n_taxa("genus") == 3 and index.n_taxa("species") == 3  # genus G of two families, twice
+    assert index.record_taxa("genus")[0] == index.record_taxa("genus")[3] != index.record_taxa("genus")[1]
+    assert index.select("d/A").tolist() == [True, False, False, True]  # a path of consecutive ranks, any case
+    assert index.select(["G y", "H"]).tolist() == [False, True, True, False]
+    names = tmp_path / "names.txt"
+    names.write_text("# a regional list\nD/b\n")
+    table = tmp_path / "taxa.csv"
+    table.write_text("order,genus\nD,G\n")
+    assert index.select(names).tolist() == [False, True, False, False]
+    assert index.select(table).tolist() == [True, True, False, True]
+    with pytest.raises(ValueError, match="not in the reference library: Zzz, D/c"):
+        index.select("Zzz,D/c")
+
+
+def _shortlist(scores, leaves):
+    scores = torch.tensor(scores, dtype=torch.float32)
+    leaves = torch.tensor(leaves)
+    return Shortlist(scores, leaves, torch.where(leaves >= 0, torch.arange(leaves.shape[1]).expand_as(leaves), leaves))
+
+
+def test_probabilities_roll_up_by_full_path_and_parents_outweigh_children():
+    index = TaxonIndex.from_lineages([("D", "a", "G", "G x"), ("D", "b", "G", "G y"), ("D", "a", "F", "F z"), ("H", "c", "X", "X w")])
+    short = _shortlist([[0.9, 0.89, 0.88, 0.2]], [[0, 1, 2, 3]])
+    cand = Candidates([short], index)
+    per_rank = cand.rank_probabilities(cand.probabilities([0.05], rest=-30.0))
+    genus_ids, _ = per_rank["genus"]
+    labels = [index.label("genus", int(t)) for t in genus_ids[0] if t >= 0]
+    assert labels.count("G") == 2  # the two G's (families a and b) stay apart
+    top = {r: float(per_rank[r][1][0, 0]) for r in RANKS}
+    assert top["order"] >= top["family"] >= top["genus"] >= top["species"] and top["order"] > top["species"]
+
+    def prob(rank, label):
+        ids, p = per_rank[rank]
+        return sum(float(q) for t, q in zip(ids[0], p[0]) if t >= 0 and index.label(rank, int(t)) == label)
+
+    assert prob("family", "a") == pytest.approx(prob("species", "G x") + prob("species", "F z"))  # children summed
+    assert float(sum(per_rank["species"][1][0])) <= 1.0 + 1e-9
+
+
+def test_sum_pooling_rewards_several_close_keys():
+    index = TaxonIndex.from_lineages([("D", "a", "G", "G x"), ("D", "a", "G", "G y")])
+    short = _shortlist([[0.90, 0.89, 0.89, 0.89]], [[0, 1, 1, 1]])
+    for pooling, winner in (("max", "G x"), ("sum", "G y")):
+        short.pooling = pooling
+        cand = Candidates([short], index)
+        ids, _ = cand.rank_probabilities(cand.probabilities([0.01], rest=-30.0))["species"]
+        assert index.label("species", int(ids[0, 0])) == winner
+
+
+def test_fitted_temperature_recovers_the_generating_one_and_calibrates():
+    rng = np.random.default_rng(0)
+    n, k, true_t = 1500, 6, 0.05
+    lineages = [(f"O{i % 3}", f"F{i % 6}", f"G{i}", f"S{i}") for i in range(60)]
+    index = TaxonIndex.from_lineages(lineages)
+    leaves = np.stack([rng.choice(60, k, replace=False) for _ in range(n)])
+    scores = np.sort(rng.uniform(0.5, 0.8, (n, k)), axis=1)[:, ::-1].copy()
+    logits = scores / true_t
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    pick = np.array([rng.choice(k, p=p) for p in probs])
+    truth_leaf = leaves[np.arange(n), pick]
+    truths = {r: index.taxon_of_leaf[r][truth_leaf] for r in RANKS}
+    cand = Candidates([_shortlist(scores.tolist(), leaves.tolist())], index)
+    temps, rest, floor, nll = fit_temperatures(cand, truths)
+    assert temps[0] == pytest.approx(true_t, rel=0.15) and floor < 0.05 and math.isfinite(nll)
+    ids, p = cand.rank_probabilities(cand.probabilities(temps, rest, floor))["species"]
+    ok = ids[:, 0].numpy() == truths["species"]
+    assert expected_calibration_error(p[:, 0].numpy(), ok) < 0.045  # 15-bin ECE of 1,500 draws: ~0.02 from sampling alone
+
+
+def test_ece_and_reliability_bins():
+    conf = [0.05, 0.95, 0.95, 0.5, 1.0]
+    ok = [False, True, False, True, True]
+    bins = reliability_bins(conf, ok)
+    assert len(bins) == 15 and sum(b["n"] for b in bins) == 5 and bins[-1]["n"] == 3  # 1.0 joins the last bin
+    want = (1 * 0.05 + 3 * abs(2 / 3 - (0.95 + 0.95 + 1.0) / 3) + 1 * 0.5) / 5
+    assert expected_calibration_error(conf, ok) == pytest.approx(want)
+
+
+def test_novelty_model_is_monotone_up_the_ranks_and_roundtrips_strict_json():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))  # the novelty features of one source
+    flags = {r: LogisticModel.fit(x[:, flag_columns(r, 1)], (x[:, 1 + i] + rng.normal(0, 0.5, 200) > 0).astype(float))
+             for i, r in enumerate(reversed(RANKS))}
+    model = NoveltyModel(["dna"], flags)
+    absence = model.absence(x)
+    assert np.all(np.diff(absence, axis=1) >= -1e-12)  # order <= family <= genus <= species
+    ranks = novel_rank(absence)
+    for row, r in zip(absence, ranks):
+        assert (r is None) == (row[3] < 0.5)
+        if r is not None:
+            assert row[RANKS.index(r)] >= 0.5 and all(row[d] < 0.5 for d in range(RANKS.index(r)))
+    restored = NoveltyModel.from_dict(json.loads(json.dumps(model.to_dict(), allow_nan=False)))
+    np.testing.assert_allclose(restored.absence(x), absence)
+
+
+def test_confident_rank_never_reaches_an_absent_rank():
+    rng = np.random.default_rng(2)
+    probs = np.sort(rng.uniform(0.5, 1.0, (500, 4)), axis=1)[:, ::-1].copy()  # order >= ... >= species
+    absence = np.sort(rng.uniform(0, 1, (500, 4)), axis=1)
+    ranks = confident_ranks({r: torch.from_numpy(probs[:, d]) for d, r in enumerate(RANKS)}, absence, 0.6)
+    novel = novel_rank(absence)
+    assert any(r is not None for r in ranks)
+    for c, n in zip(ranks, novel):
+        if c is not None and n is not None:
+            assert RANKS.index(c) < RANKS.index(n)
 
 
 def test_fasta_wrapped_lowercase_gaps_n_empty_crlf(tmp_path):
@@ -105,32 +234,3 @@ def test_writers(tmp_path, fmt, capsys):
     else:
         with pytest.raises(ValueError, match="needs --output"):
             write_rows(rows, fmt, None)
-
-
-LABELS = {
-    "order": ["O1", "O1", "O2", "O2"],
-    "family": ["F1", "F1", "F2", "F2"],
-    "genus": ["G1", "G2", "G3", "G3"],
-    "species": ["S1", "S2", "S3", "S4"],
-}
-
-
-def test_nearest_rule_takes_every_rank_from_one_key():
-    pred = nearest_rule(LABELS, [[1, 2, 3]], [[0.9, 0.8, 0.7]], k=3)[0]
-    assert [pred[r][0] for r in LABELS] == ["O1", "F1", "G2", "S2"]
-    assert pred["order"][2] == ["O1", "O2", "O2"]  # top-k keeps duplicates, as the original
-
-
-def test_knn_vote_per_rank_with_tie_to_nearest():
-    pred = knn_vote(LABELS, [[0, 2, 3, 1]], [[0.9, 0.8, 0.7, 0.6]], k=4)[0]
-    assert pred["order"][0] == "O1"  # 2 vs 2: O1's best key is nearer
-    assert pred["genus"][:2] == ("G3", 0.5)
-    assert pred["species"][0] == "S1"
-
-
-def test_text_rollup_sums_probabilities_up_the_tree():
-    lineages = [("O1", "F1", "G1", "S1"), ("O1", "F1", "G1", "S2"), ("O2", "F2", "G3", "S3")]
-    pred = text_rollup([[0.3, 0.3, 0.4]], lineages, k=3)[0]
-    assert pred["species"][:2] == ("S3", 0.4)
-    assert pred["genus"][0] == "G1" and pred["genus"][1] == pytest.approx(0.6)
-    assert pred["order"][0] == "O1"

@@ -73,21 +73,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse arguments, build, print the build report summary; return the exit code."""
-    args = _parser().parse_args(argv)
+def _build(args: argparse.Namespace) -> Path:
     if args.source == "bioscan5m":
-        folder = build_bioscan5m_dataset(
+        return build_bioscan5m_dataset(
             args.metadata, args.images, args.out, image_package=args.image_package, splits=args.splits,
             shard_size=args.shard_size, num_proc=args.num_proc, keep_missing_images=args.keep_missing_images)
-    elif args.source == "bioscan1m":
-        folder = build_bioscan1m_dataset(
+    if args.source == "bioscan1m":
+        return build_bioscan1m_dataset(
             args.metadata, args.images, args.partition, args.out, shard_size=args.shard_size,
             num_proc=args.num_proc, keep_missing_images=args.keep_missing_images)
-    elif args.source == "realcoi":
-        folder = build_realcoi_dataset(args.tsv, args.out, seed=args.seed)
-    else:
-        folder = generate_synthetic_dataset(args.out, size=args.size, seed=args.seed)
+    if args.source == "realcoi":
+        return build_realcoi_dataset(args.tsv, args.out, seed=args.seed)
+    return generate_synthetic_dataset(args.out, size=args.size, seed=args.seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, build, print the build report summary; return the exit code (2: nothing
+    built, one line on stderr naming the bad input)."""
+    args = _parser().parse_args(argv)
+    try:
+        folder = _build(args)
+    except (OSError, ValueError) as err:  # missing / empty / truncated inputs, changed build parameters
+        print(f"build_dataset.py: error: {err}", file=sys.stderr)
+        return 2
     report = json.loads((folder / "build_report.json").read_text())
     dropped = {reason: entry["count"] for reason, entry in report["dropped"].items()}
     print(f"{folder}: {report['total_records']} records {report['counts']}; dropped {dropped or 'none'}",

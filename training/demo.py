@@ -35,6 +35,7 @@ import subprocess
 import time
 from typing import Any
 
+from bioscan_clip_hf.atomic import atomic_dir, write_bytes, write_text
 from bioscan_clip_hf.taxonomy import RANKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,14 +133,14 @@ def write_results(out: Path, results: dict[str, Any], chance: dict[str, float], 
     from bioscan_clip_hf.evaluation import markdown_table, plot_accuracy
 
     payload = {"synthetic": True, "note": BANNER, "chance_macro_top1": chance, "seconds": seconds, **results}
-    (out / "results.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    write_text(out / "results.json", json.dumps(payload, indent=2, default=float, allow_nan=False) + "\n")
     text = "\n".join([
         "# BIOSCAN-CLIP demo results (SYNTHETIC data)", "", headline_table(results, chance),
         "## Aligned model (trained by the demo)", "", markdown_table(results["aligned"]),
         "## Same architecture before alignment (untrained initial weights)", "", markdown_table(results["untrained"]),
     ])
-    (out / "results.md").write_text(text)
-    plot_accuracy(results["aligned"], out / "accuracy.png")
+    write_text(out / "results.md", text)
+    plot_accuracy(results["aligned"], out / "accuracy.png", baseline=results["untrained"], chance=chance)
     return text
 
 
@@ -157,10 +158,10 @@ def classify_examples(out: Path, data: Path, model_dir: Path, n_unseen: int = 3,
         step = max(1, len(ds) // n)
         for record in ds.select(range(0, min(len(ds), step * n), step)):
             pid = record["processid"]
-            (folder / f"{pid}.jpg").write_bytes(record["image"]["bytes"])
+            write_bytes(folder / f"{pid}.jpg", record["image"]["bytes"])
             fasta.append(f">{pid}\n{record['dna_barcode']}\n")
             truth.append(f"  {pid} ({split}): {record['order']} / {record['family']} / {record['genus']} / {record['species']}")
-    (folder / "barcodes.fasta").write_text("".join(fasta))
+    write_text(folder / "barcodes.fasta", "".join(fasta))
     cmd = [str(Path(sys.executable).parent / "bioscan-clip"), "predict", str(folder), "--model", str(model_dir),
            "--format", "table", "--no-progress"]
     if not Path(cmd[0]).exists():
@@ -195,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     tic = time.perf_counter()
     best = train(data, out / "run", args.train_args.split())
     model_dir = out / "model"
-    shutil.rmtree(model_dir, ignore_errors=True)
-    shutil.copytree(best, model_dir)
+    with atomic_dir(model_dir) as tmp:
+        shutil.copytree(best, tmp, dirs_exist_ok=True)
     seconds["train"] = time.perf_counter() - tic
 
     _say("3/5 evaluating with the paper's protocol: aligned model vs the same model before training")

@@ -8,7 +8,9 @@ an accuracy by 2-3 points. For each split seed the TSV is split again by the pap
 different 20 % of the species are unseen), the recipe is trained (best epoch by the val
 protocol), and three models answer that split's test queries through the paper's evaluator
 (``evaluate_model``, DNA -> DNA): the trained model, the same architecture untrained (same
-initial weights), and the 5-mer nearest-neighbour baseline. Two key sets:
+initial weights), the 5-mer nearest-neighbour baseline and, for a recipe that starts from a
+pre-trained DNA tower (``dna_init``), that start itself (``pretrained``: the tower before
+alignment, with the run's fresh projections, as the paper's "no alignment" rows). Two key sets:
 
 - ``paper``: keys ``train`` + ``key_unseen``, the paper's protocol: every query's species is
   among the keys (unseen species only through ``key_unseen``), so a near-identical barcode of the
@@ -42,16 +44,20 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TSV = REPO.parent / "shared" / "data" / "real-coi" / "coi_insecta.tsv"
 MODELS = ("trained", "untrained", "kmer5_nn")
+PRETRAINED = "pretrained"
+"""Also scored when the recipe has ``dna_init``: the pre-trained, not yet aligned, start of the run."""
 PROTOCOLS = {
     "paper": {"keys": ("train", "key_unseen"),
               "cells": (("genus", "seen"), ("genus", "unseen"), ("species", "seen"), ("species", "unseen"))},
     "novel_species": {"keys": ("train",), "cells": (("order", "unseen"), ("family", "unseen"), ("genus", "unseen"))},
 }
 PAIR = "dna->dna"
+LABELS = {"trained": "trained", PRETRAINED: "pre-trained, not aligned", "untrained": "untrained", "kmer5_nn": "5-mer NN"}
 CONTRADICTED_SIMILARITY = 0.99
 
 
@@ -74,22 +80,55 @@ def train_split(config: Path, data: Path, run: Path, overrides: list[str]) -> Pa
     return Path(summary["best_model"])
 
 
+class MemoisedDna(torch.nn.Module):
+    """A model whose DNA embeddings are computed once per distinct input row: the two key sets
+    share the ``train`` keys and all the queries, so the second evaluation encodes no barcode again."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.inner = model
+        self.config = model.config
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def get_dna_features(self, dna_input_ids: torch.Tensor, dna_attention_mask: torch.Tensor | None = None,
+                         normalize: bool = True) -> torch.Tensor:
+        ids = dna_input_ids.cpu().numpy()
+        mask = None if dna_attention_mask is None else dna_attention_mask.cpu().numpy()
+        keys = [(ids[i].tobytes(), None if mask is None else mask[i].tobytes(), normalize) for i in range(len(ids))]
+        new = [i for i, key in enumerate(keys) if key not in self._cache]
+        if new:
+            rows = torch.tensor(new, device=dna_input_ids.device)
+            features = self.inner.get_dna_features(
+                dna_input_ids[rows], None if dna_attention_mask is None else dna_attention_mask[rows], normalize=normalize)
+            self._cache.update(zip((keys[i] for i in new), features))
+        return torch.stack([self._cache[key] for key in keys])
+
+    def get_text_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.inner.get_text_features(*args, **kwargs)
+
+
 def score_split(model_dir: Path, data: Path, queries: str = "test", k: int = 5) -> dict[str, Any]:
-    """Trained, untrained and k-mer models on the split's ``test`` (or ``val``) queries under both
-    key sets, with per-query predictions: ``{protocol: {model: evaluate_model result}}``."""
+    """Trained, untrained, k-mer (and pre-trained) models on the split's ``test`` (or ``val``) queries
+    under both key sets, with per-query predictions: ``{protocol: {model: evaluate_model result}}``."""
     from accelerate.utils import set_seed
 
     from bioscan_clip_hf import BioscanClipModel, BioscanClipProcessor
     from bioscan_clip_hf.data import load_bioscan
     from bioscan_clip_hf.evaluation import evaluate_model
+    from training.config import TrainConfig
     from training.kmer_baseline import KmerFrequencyModel, KmerProcessor
+    from training.model_setup import build_model
 
     info = json.loads((model_dir / "training_info.json").read_text())
     processor = BioscanClipProcessor.from_pretrained(model_dir)
     trained = BioscanClipModel.from_pretrained(model_dir)
     set_seed(info["train_config"]["seed"])  # train.py seeds the same way before building the model
-    models = {"trained": (trained, processor), "untrained": (BioscanClipModel(trained.config), processor),
-              "kmer5_nn": (KmerFrequencyModel(k), KmerProcessor())}
+    models = {"trained": (MemoisedDna(trained), processor), "untrained": (MemoisedDna(BioscanClipModel(trained.config)), processor)}
+    if info["train_config"].get("dna_init"):
+        set_seed(info["train_config"]["seed"])
+        start, start_processor = build_model(TrainConfig(**info["train_config"]))
+        models[PRETRAINED] = (MemoisedDna(start), start_processor)
+    models["kmer5_nn"] = (KmerFrequencyModel(k), KmerProcessor())
     novel_keys = load_bioscan(str(data), split=list(PROTOCOLS["novel_species"]["keys"]), decode_images=False)
     result: dict[str, Any] = {"best_epoch": info["epoch"], "novel_species_key_genera": sorted({g for g in novel_keys["genus"] if g})}
     for protocol, spec in PROTOCOLS.items():
@@ -106,25 +145,33 @@ def _hits(rows: list[dict[str, Any]], rank: str, group: str) -> list[bool]:
     return [r["predicted"][rank] == r["true"][rank] for r in rows if r["group"] == group]
 
 
+def scored_models(splits: dict[int, dict[str, Any]]) -> list[str]:
+    """The models every split scored, in :data:`MODELS` order with ``pretrained`` after ``trained``."""
+    present = [set(s["paper"]) for s in splits.values()]
+    order = ["trained", PRETRAINED, *MODELS[1:]]
+    return [m for m in order if all(m in p for p in present)]
+
+
 def _pool(splits: dict[int, dict[str, Any]], protocol: str) -> tuple[dict[str, Any], dict[str, list]]:
     """Pooled cells of one protocol (accuracies, paired comparisons) and the pooled query rows."""
     from bioscan_clip_hf.comparison import paired_comparison
 
-    rows = {m: [row for s in splits.values() for row in s[protocol][m]["predictions"][PAIR]] for m in MODELS}
+    models = scored_models(splits)
+    rows = {m: [row for s in splits.values() for row in s[protocol][m]["predictions"][PAIR]] for m in models}
     order = [r["processid"] for r in rows["trained"]]
-    if any([r["processid"] for r in rows[m]] != order for m in MODELS):
+    if any([r["processid"] for r in rows[m]] != order for m in models):
         raise RuntimeError(f"{protocol}: the models were not scored on the same queries; cannot pair them")
     cells: dict[str, Any] = {}
     for rank, group in PROTOCOLS[protocol]["cells"]:
-        hits = {m: _hits(rows[m], rank, group) for m in MODELS}
+        hits = {m: _hits(rows[m], rank, group) for m in models}
         cell: dict[str, Any] = {
             m: {"micro": 100.0 * float(np.mean(hits[m])), "correct": int(sum(hits[m])),
                 "macro": float(np.mean([s[protocol][m]["pairs"][PAIR][rank][f"{group}_macro_top1"] for s in splits.values()]))}
-            for m in MODELS
+            for m in models
         }
         cell["n"] = len(hits["trained"])
-        cell["trained_vs_untrained"] = paired_comparison(hits["trained"], hits["untrained"])
-        cell["trained_vs_kmer5_nn"] = paired_comparison(hits["trained"], hits["kmer5_nn"])
+        for other in models[1:]:
+            cell[f"trained_vs_{other}"] = paired_comparison(hits["trained"], hits[other])
         cells[f"{rank}_{group}"] = cell
     return cells, rows
 
@@ -133,6 +180,7 @@ def summarise(splits: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Pool the splits' queries: micro accuracy over all queries, macro averaged over splits,
     paired comparisons, the per-query table, and the queries that the barcodes contradict."""
     first = next(iter(splits.values()))["paper"]["trained"]["protocol"]
+    models = scored_models(splits)
     paper, rows = _pool(splits, "paper")
     novel, novel_rows = _pool(splits, "novel_species")
     seeds = [seed for seed, s in splits.items() for _ in s["paper"]["trained"]["predictions"][PAIR]]
@@ -148,6 +196,7 @@ def summarise(splits: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "pair": PAIR,
+        "models": models,
         "query_splits": first["query_splits"],
         "split_seeds": list(splits),
         "n_queries": {g: sum(s["paper"]["trained"]["protocol"][f"n_{g}"] for s in splits.values()) for g in ("seen", "unseen")},
@@ -164,12 +213,12 @@ def summarise(splits: dict[int, dict[str, Any]]) -> dict[str, Any]:
         },
         "dna_to_text_genus_macro": {
             m: {g: float(np.mean([s["paper"][m]["pairs"]["dna->text"]["genus"][f"{g}_macro_top1"] for s in splits.values()]))
-                for g in ("seen", "unseen")} for m in ("trained", "untrained")},
+                for g in ("seen", "unseen")} for m in models if m != "kmer5_nn"},
         "queries": [
             {"split_seed": seeds[i], "processid": r["processid"], "group": r["group"], "genus": r["true"]["genus"],
              "species": r["true"]["species"],
-             "paper": {m: answer(rows[m][i]) for m in MODELS},
-             "novel_species": {m: answer(novel_rows[m][i]) for m in MODELS} if r["group"] == "unseen" else None}
+             "paper": {m: answer(rows[m][i]) for m in models},
+             "novel_species": {m: answer(novel_rows[m][i]) for m in models} if r["group"] == "unseen" else None}
             for i, r in enumerate(rows["trained"])
         ],
     }
@@ -188,18 +237,20 @@ def table(summary: dict[str, Any]) -> str:
                          f"of their species among the keys; {summary['novel_species_genus_among_keys']} of them have "
                          "their genus there). DNA -> DNA top-1 (%).",
     }
+    models = summary["models"]
+    names = {m: LABELS[m] for m in models}
     for protocol in PROTOCOLS:
         lines += [
             titles[protocol], "",
-            "| rank, species | trained micro / macro | untrained micro / macro | 5-mer NN micro / macro "
-            "| trained − untrained (95 % CI), wins:losses, p | trained − 5-mer NN (95 % CI), wins:losses, p |",
-            "|---|---|---|---|---|---|",
+            "| rank, species | " + " | ".join(f"{names[m]} micro / macro" for m in models) + " | "
+            + " | ".join(f"trained − {names[m]} (95 % CI), wins:losses, p" for m in models[1:]) + " |",
+            "|---|" + "---|" * (2 * len(models) - 1),
         ]
         for rank, group in PROTOCOLS[protocol]["cells"]:
             c = summary[protocol][f"{rank}_{group}"]
-            cmp = [c["trained_vs_untrained"], c["trained_vs_kmer5_nn"]]
+            cmp = [c[f"trained_vs_{m}"] for m in models[1:]]
             lines.append(
-                f"| {rank}, {group} | " + " | ".join(f"{c[m]['micro']:.1f} / {c[m]['macro']:.1f}" for m in MODELS) + " | "
+                f"| {rank}, {group} | " + " | ".join(f"{c[m]['micro']:.1f} / {c[m]['macro']:.1f}" for m in models) + " | "
                 + " | ".join(f"{v['difference']:+.1f} ({v['ci_low']:+.1f}, {v['ci_high']:+.1f}), {v['wins']}:{v['losses']}, "
                              f"p = {v['p_value']:.2g}" for v in cmp) + " |"
             )
@@ -207,33 +258,37 @@ def table(summary: dict[str, Any]) -> str:
     dt = summary["dna_to_text_genus_macro"]
     bad = summary["contradicted_by_barcode"]
     lines += [
-        f"DNA -> text genus macro top-1 (paper keys): trained {dt['trained']['seen']:.1f} % seen / "
-        f"{dt['trained']['unseen']:.1f} % unseen; untrained {dt['untrained']['seen']:.1f} / {dt['untrained']['unseen']:.1f} %.",
+        "DNA -> text genus macro top-1 (paper keys): " + "; ".join(
+            f"{names[m]} {dt[m]['seen']:.1f} % seen / {dt[m]['unseen']:.1f} % unseen" for m in dt) + ".",
         f"Queries whose barcode contradicts their label ({bad['definition']}): {bad['seen']} seen, {bad['unseen']} unseen.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def plot(summary: dict[str, Any], path: Path) -> Path:
-    """Grouped bars of pooled micro accuracy per key set, labelled with the trained model's paired gain."""
+    """Grouped bars of pooled micro accuracy per key set, labelled with the trained model's paired
+    difference to the 5-mer baseline (the bar to beat)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [4, 3]})
-    width = 0.27
+    models = summary["models"]
+    width = 0.8 / len(models)
     n = summary["n_queries"]
     titles = {"paper": f"paper protocol (keys include every query's species)\n{n['seen']} seen / {n['unseen']} unseen queries",
               "novel_species": f"novel species (query species absent from keys)\n{n['unseen']} unseen-species queries"}
     for ax, (protocol, spec) in zip(axes, PROTOCOLS.items()):
         cells = spec["cells"]
-        for i, (m, colour) in enumerate(zip(MODELS, ("tab:blue", "tab:gray", "tab:orange"))):
+        colours = {"trained": "tab:blue", PRETRAINED: "tab:green", "untrained": "tab:gray", "kmer5_nn": "tab:orange"}
+        offsets = (np.arange(len(models)) - (len(models) - 1) / 2) * width
+        for offset, m in zip(offsets, models):
             values = [summary[protocol][f"{r}_{g}"][m]["micro"] for r, g in cells]
-            ax.bar(np.arange(len(cells)) + (i - 1) * width, values, width, label=m.replace("_", " "), color=colour)
+            ax.bar(np.arange(len(cells)) + offset, values, width, label=LABELS[m], color=colours[m])
         for x, (r, g) in enumerate(cells):
-            c = summary[protocol][f"{r}_{g}"]["trained_vs_untrained"]
-            ax.annotate(f"{c['difference']:+.1f}\n[{c['ci_low']:+.1f}, {c['ci_high']:+.1f}]", (x - width, 101),
+            c = summary[protocol][f"{r}_{g}"]["trained_vs_kmer5_nn"]
+            ax.annotate(f"{c['difference']:+.1f}\n[{c['ci_low']:+.1f}, {c['ci_high']:+.1f}]", (x + offsets[0], 101),
                         ha="center", fontsize=7)
         ax.set_xticks(range(len(cells)), [f"{r}\n{g} species" for r, g in cells])
         ax.set_ylim(0, 112)
@@ -241,7 +296,7 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
     axes[0].set_ylabel("DNA → DNA top-1 micro (%)")
     axes[0].legend(loc="lower left", fontsize=8)
     fig.suptitle(f"Real COI barcodes, {'/'.join(summary['query_splits'])} queries pooled over splits "
-                 f"{summary['split_seeds']}; labels: trained − untrained [95 % paired bootstrap CI]", fontsize=9)
+                 f"{summary['split_seeds']}; labels: trained − 5-mer NN [95 % paired bootstrap CI]", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -285,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     for result in splits.values():  # the pooled per-query table is in the summary
         result.pop("novel_species_key_genera")
         for protocol in PROTOCOLS:
-            for model in MODELS:
+            for model in result[protocol]:
                 result[protocol][model].pop("predictions")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "splits": splits}, separators=(",", ":"), default=float) + "\n")

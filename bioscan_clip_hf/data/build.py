@@ -7,16 +7,21 @@ builds missing shards in ``num_proc`` processes (reading and fully decoding each
 unreadable images are caught), keeps finished shards when re-run after an interruption, and
 writes ``build_report.json`` and the dataset card.
 
+Resuming is safe against changed inputs: every shard's state records a fingerprint of its records
+(the metadata content, line numbers included) and of its images (file size and modification time,
+or a zip member's CRC and size; absent images count too). A re-run rebuilds every shard whose
+fingerprint changed, so an edited barcode or a restored image is never hidden behind an old shard.
+
 Example:
     >>> run_build({"train": records}, "out", report=BuildReport("synthetic"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..atomic import write_json
 from .card import write_dataset_card
 from .images import ImageStore, check_image_bytes
 from .parquet import DATA_DIR, list_shards, shard_name, write_shard
@@ -71,9 +77,26 @@ def _set_store(store: ImageStore | None) -> None:
     _STORE = store
 
 
-def _build_shard(job: tuple[_Shard, Path, bool, bool]) -> dict[str, Any]:
+def _digest(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return hashlib.sha256(value).hexdigest()
+    raise TypeError(f"cannot fingerprint {type(value).__name__}")
+
+
+def _fingerprint(shard: _Shard, store: ImageStore | None) -> str:
+    """sha256 of the shard's records (inline image bytes by their hash) and of its image files' signatures."""
+    digest = hashlib.sha256()
+    for record in shard.records:
+        digest.update(json.dumps(record, sort_keys=True, default=_digest).encode())
+        key = record.get("_image_key")
+        if key is not None and store is not None:
+            digest.update(json.dumps(store.signature(key)).encode())
+    return digest.hexdigest()
+
+
+def _build_shard(job: tuple[_Shard, Path, bool, bool, str]) -> dict[str, Any]:
     """Worker: resolve and check images, write the shard and its report; return the report."""
-    shard, out_dir, require_images, verify_images = job
+    shard, out_dir, require_images, verify_images, fingerprint = job
     store = _STORE
     report = BuildReport(builder="shard")
     kept = []
@@ -100,13 +123,39 @@ def _build_shard(job: tuple[_Shard, Path, bool, bool]) -> dict[str, Any]:
         kept.append(record)
     if kept:  # an empty Parquet file would break readers; the shard report still marks it done
         write_shard(kept, out_dir / DATA_DIR / shard.name)
+    else:  # a rebuilt shard whose records are now all dropped must not keep its old file
+        (out_dir / DATA_DIR / shard.name).unlink(missing_ok=True)
     report.counts[shard.split] += len(kept)
     result = report.to_dict()
-    state = out_dir / STATE_DIR / f"{shard.name}.json"
-    tmp = state.with_name(state.name + ".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, state)  # the shard counts as done only once its report is complete
+    # The shard counts as done only once its report (with the inputs' fingerprint) is complete.
+    write_json(out_dir / STATE_DIR / f"{shard.name}.json", {**result, "fingerprint": fingerprint}, indent=None)
     return result
+
+
+def _state(out_dir: Path, name: str) -> dict[str, Any] | None:
+    """The finished-shard report of ``name``, or None (never finished, or unreadable)."""
+    path = out_dir / STATE_DIR / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_outdated(out_dir: Path, previous: Mapping[str, Any] | None, plan: Mapping[str, Any]) -> None:
+    """Remove temp files of a killed run and the shards of the previous plan this plan no longer has
+    (the inputs changed); refuse shards that no build of ours wrote."""
+    for folder in (out_dir / DATA_DIR, out_dir / STATE_DIR):
+        for leftover in folder.glob(".tmp-*"):
+            leftover.unlink(missing_ok=True)
+    ours = set(plan["shards"])
+    outdated = set(previous["shards"]) - ours if previous is not None else set()
+    found = [p for files in list_shards(out_dir).values() for p in files if p.name not in ours]
+    foreign = sorted(p.name for p in found if p.name not in outdated)
+    if foreign:
+        raise ValueError(f"{out_dir}/{DATA_DIR} holds shards that are not part of this build: {foreign[:5]}")
+    for name in outdated:
+        (out_dir / DATA_DIR / name).unlink(missing_ok=True)
+        (out_dir / STATE_DIR / f"{name}.json").unlink(missing_ok=True)
 
 
 def run_build(
@@ -134,7 +183,8 @@ def run_build(
         card: keyword arguments for the dataset card (``write_dataset_card``).
 
     Raises:
-        ValueError: ``out_dir`` holds shards of a build with different parameters.
+        ValueError: ``out_dir`` holds shards of a build with different parameters, or shards this
+            build did not write.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -147,16 +197,15 @@ def run_build(
     plan = {"builder": report.builder, "parameters": report.parameters, "shard_size": shard_size,
             "shards": [shard.name for shard in shards]}
     plan_path = out_dir / STATE_DIR / "plan.json"
-    if plan_path.exists() and json.loads(plan_path.read_text()) != json.loads(json.dumps(plan)):
+    previous = json.loads(plan_path.read_text()) if plan_path.exists() else None
+    if previous is not None and {k: v for k, v in previous.items() if k != "shards"} != json.loads(
+            json.dumps({k: v for k, v in plan.items() if k != "shards"})):
         raise ValueError(
             f"{out_dir} holds a build with different parameters ({plan_path}); "
             "use a new output folder or delete this one"
         )
-    stale = sorted(p.name for files in list_shards(out_dir).values() for p in files
-                   if p.name not in set(plan["shards"]))
-    if stale:
-        raise ValueError(f"{out_dir}/{DATA_DIR} holds shards that are not part of this build: {stale[:5]}")
-    plan_path.write_text(json.dumps(plan, indent=1))
+    _remove_outdated(out_dir, previous, plan)
+    write_json(plan_path, plan, indent=1)
 
     for records in records_by_split.values():
         for record in records:
@@ -164,21 +213,25 @@ def run_build(
             if barcode is not None and len(barcode) > MAX_BARCODE_LENGTH:
                 report.notes[f"barcodes_longer_than_{MAX_BARCODE_LENGTH}_kept_whole"] += 1
 
+    if store is not None:
+        store.prepare()
+    fingerprints = {shard.name: _fingerprint(shard, store) for shard in shards}
     done, todo = [], []
     for shard in shards:
-        state = out_dir / STATE_DIR / f"{shard.name}.json"
-        finished = state.exists() and (
-            (out_dir / DATA_DIR / shard.name).exists() or not json.loads(state.read_text())["total_records"]
-        )
+        state = _state(out_dir, shard.name)
+        if state is not None and state.get("fingerprint") != fingerprints[shard.name]:
+            report.notes["shards_rebuilt_for_changed_inputs"] += 1
+            state = None
+        finished = state is not None and ((out_dir / DATA_DIR / shard.name).exists() or not state["total_records"])
         (done if finished else todo).append(shard)
+        if finished:
+            report.merge(state)
     if done:
         report.notes["shards_reused_from_previous_run"] += len(done)
-    for shard in done:
-        report.merge(json.loads((out_dir / STATE_DIR / f"{shard.name}.json").read_text()))
 
-    jobs = [(shard, out_dir, require_images, verify_images) for shard in todo]
-    if store is not None and jobs:
-        store.prepare()
+    jobs = [(shard, out_dir, require_images, verify_images, fingerprints[shard.name]) for shard in todo]
+    if jobs:  # until every shard is current again, the folder must not look like a finished build
+        (out_dir / "build_report.json").unlink(missing_ok=True)
     total = sum(len(shard.records) for shard in todo)
     with tqdm(total=total, unit="rec", desc=f"building {report.builder}", disable=not jobs) as progress:
         if num_proc > 1 and len(jobs) > 1:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from ..atomic import atomic_path
 from ..hub_cards import DATASET_CARD_TEMPLATE as TEMPLATE_PATH
 from .parquet import DATA_DIR, list_shards
 from .schema import FEATURES, SPLITS
@@ -68,7 +69,7 @@ CITATION_BOLD = """@article{ratnasingham2007bold,
 
 SOURCES: dict[str, dict[str, Any]] = {
     "synthetic": {
-        "pretty_name": "BIOSCAN-CLIP synthetic insects (synthetic)",
+        "pretty_name": "BIOSCAN-CLIP synthetic insects",
         "license": "mit",
         "tags": ["synthetic", "biology", "insects", "dna-barcoding", "taxonomy", "clip"],
         "task_categories": ["zero-shot-image-classification", "feature-extraction"],
@@ -128,6 +129,18 @@ def _size_category(total: int) -> str:
     return "10M<n<100M"
 
 
+def _split_sizes(shards: list[Path]) -> dict[str, int]:
+    """``num_bytes`` (uncompressed column data, as ``datasets`` counts the Arrow table: from the Parquet row-group
+    metadata, no data read) and ``download_size`` (the files) of one split's shards."""
+    import pyarrow.parquet as pq
+
+    num_bytes = 0
+    for path in shards:
+        metadata = pq.ParquetFile(path).metadata
+        num_bytes += sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    return {"num_bytes": num_bytes, "download_size": sum(path.stat().st_size for path in shards)}
+
+
 def _feature_yaml() -> list[dict[str, str]]:
     return [
         {"name": name, "dtype": "image" if name == "image" else "string"}
@@ -160,8 +173,10 @@ def write_dataset_card(
     """
     folder = Path(folder)
     info = {**SOURCES[source or report.builder], **overrides}
-    splits = [split for split in SPLITS if split in list_shards(folder)]
+    shards = list_shards(folder)
+    splits = [split for split in SPLITS if split in shards]
     counts = {split: int(report.counts.get(split, 0)) for split in splits}
+    sizes = {split: _split_sizes(shards[split]) for split in splits}
     card_data = DatasetCardData(
         license=info["license"],
         pretty_name=info["pretty_name"],
@@ -174,7 +189,9 @@ def write_dataset_card(
         }],
         dataset_info={
             "features": _feature_yaml(),
-            "splits": [{"name": s, "num_examples": counts[s]} for s in splits],
+            "splits": [{"name": s, "num_bytes": sizes[s]["num_bytes"], "num_examples": counts[s]} for s in splits],
+            "download_size": sum(size["download_size"] for size in sizes.values()),
+            "dataset_size": sum(size["num_bytes"] for size in sizes.values()),
         },
     )
     dropped = {reason: len(records) for reason, records in report.dropped.items()}
@@ -202,7 +219,8 @@ def write_dataset_card(
         citations="\n\n".join(info["citations"]),
     )
     path = folder / "README.md"
-    card.save(path)
+    with atomic_path(path) as tmp:
+        card.save(tmp)
     return path
 
 

@@ -66,6 +66,7 @@ class ImageStore:
             else:
                 raise ValueError(f"image source is neither a folder nor a zip file: {source}")
         self._zip_index: dict[str, tuple[int, int, int, int]] | None = None
+        self._zip_signature: dict[str, tuple[int, int]] = {}
         self._fds: dict[int, int] = {}
         self._fd_pid: int | None = None
 
@@ -100,13 +101,15 @@ class ImageStore:
         if self._zip_index is not None or not self.zips:
             return
         index: dict[str, tuple[int, int, int, int]] = {}
+        signature: dict[str, tuple[int, int]] = {}
         for number, path in enumerate(self.zips):
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
                     key = self._key_of(info.filename)
                     if key is not None and key not in index:
                         index[key] = (number, info.header_offset, info.compress_size, info.compress_type)
-        self._zip_index = index
+                        signature[key] = (info.CRC, info.file_size)
+        self._zip_index, self._zip_signature = index, signature
 
     def _read_member(self, number: int, offset: int, size: int, method: int) -> bytes:
         # os.pread needs no shared file position, so processes may read the same descriptor, and
@@ -140,7 +143,25 @@ class ImageStore:
                 return self._read_member(*found)
         return None
 
+    def signature(self, key: str) -> tuple[str, int, int] | None:
+        """What identifies the image at ``key`` without reading it, or ``None`` when no source has it:
+        a file's size and modification time, a zip member's CRC-32 and size. A resumed build compares
+        these to rebuild the shards whose images were added, removed or replaced."""
+        for base in self.folders:
+            try:
+                info = os.stat(base / key)
+            except OSError:
+                continue
+            return ("file", info.st_size, info.st_mtime_ns)
+        if self.zips:
+            self.prepare()
+            found = self._zip_signature.get(key)
+            if found is not None:
+                return ("zip", *found)
+        return None
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_fds"], state["_fd_pid"] = {}, None  # descriptors do not travel to other processes
+        state["_zip_signature"] = {}  # only the main process compares signatures
         return state

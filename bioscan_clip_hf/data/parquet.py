@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..atomic import atomic_path
 from .schema import FEATURES, SCHEMA_COLUMNS, SPLITS, check_splits
 
 DATA_DIR = "data"
@@ -49,15 +49,14 @@ def records_to_table(records: Sequence[Mapping[str, Any]]) -> pa.Table:
 
 
 def write_shard(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write one shard atomically (temporary file, then rename), so an interrupted build never
+    """Write one shard atomically (:mod:`~bioscan_clip_hf.atomic`), so an interrupted build never
     leaves a truncated file that a resumed build would mistake for a finished shard."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = records_to_table(records)
     has_images = any(record.get("image") is not None for record in records)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, row_group_size=IMAGE_ROW_GROUP_SIZE if has_images else 10_000)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=IMAGE_ROW_GROUP_SIZE if has_images else 10_000)
     return path
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from .build import run_build
 from .report import BuildReport
-from .schema import LINEAGE_COLUMNS, empty_record, normalise_value, require_columns
+from .schema import LINEAGE_COLUMNS, empty_record, normalise_value
 from .screen import screen_records
 from .splits import assign_paper_splits
+from .tables import read_table
 
 REQUIRED_COLUMNS = ("processid", "dna_barcode", "order", "family", "genus", "species")
 
@@ -30,11 +29,12 @@ def build_realcoi_dataset(tsv_path: str | Path, out_dir: str | Path, seed: int =
     in ``build_report.json`` with their ids, so no barcode is in two splits.
 
     Raises:
-        ValueError: required columns are missing (the message names them).
+        FileNotFoundError: no such TSV.
+        ValueError: an empty or truncated TSV, rows with a wrong field count, missing required columns
+            (see :func:`~bioscan_clip_hf.data.tables.read_table`; the message names the file).
     """
     tsv_path = Path(tsv_path)
-    table = pd.read_csv(tsv_path, sep="\t", dtype=str, keep_default_na=False)
-    require_columns(table.columns, REQUIRED_COLUMNS, str(tsv_path))
+    table = read_table(tsv_path, REQUIRED_COLUMNS, optional=("dna_bin", *LINEAGE_COLUMNS))
     report = BuildReport("realcoi", parameters={"source": tsv_path.name, "seed": seed})
     records = []
     for row in table.to_dict("records"):

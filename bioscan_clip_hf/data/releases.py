@@ -16,17 +16,17 @@ Example:
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
 from .build import run_build
 from .images import ImageStore
 from .report import BuildReport
-from .schema import LINEAGE_COLUMNS, SPLITS, check_splits, empty_record, normalise_value, require_columns
+from .schema import LINEAGE_COLUMNS, SPLITS, check_splits, empty_record, normalise_value
 from .screen import screen_records
+from .tables import read_table
 
 REQUIRED_5M = ("processid", "sampleid", "dna_barcode", "split", "chunk", *LINEAGE_COLUMNS)
 OPTIONAL_5M = ("dna_bin",)
@@ -48,14 +48,6 @@ CLIBD_PARTITION_TO_SPLIT = {
 """CLIBD BIOSCAN-1M partition lists -> our splits (keys are part of ``train``, as in BIOSCAN-5M)."""
 CLIBD_METASPLITS = ("all_keys", "no_split_and_seen_train")
 """Unions of the lists above; ignored."""
-
-
-def _read_table(path: Path, columns: Iterable[str], optional: Iterable[str]) -> pd.DataFrame:
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
-    header = pd.read_csv(path, sep=sep, nrows=0).columns
-    require_columns(header, columns, str(path))
-    wanted = [c for c in (*columns, *optional) if c in header]
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, usecols=wanted)
 
 
 def _lineage(row: dict[str, Any], record: dict[str, Any]) -> None:
@@ -99,7 +91,7 @@ def build_bioscan5m_dataset(
     """
     metadata = Path(metadata)
     wanted = check_splits(splits) if splits is not None else list(SPLITS)
-    table = _read_table(metadata, REQUIRED_5M, OPTIONAL_5M)
+    table = read_table(metadata, REQUIRED_5M, OPTIONAL_5M)
     report = BuildReport("bioscan5m", parameters={
         "metadata": metadata.name, "image_package": image_package, "splits": wanted,
         "keep_missing_images": keep_missing_images})
@@ -177,7 +169,7 @@ def build_bioscan1m_dataset(
         ValueError: missing columns or an inconsistent partition (see ``read_clibd_partition``).
     """
     metadata = Path(metadata)
-    table = _read_table(metadata, REQUIRED_1M, OPTIONAL_1M)
+    table = read_table(metadata, REQUIRED_1M, OPTIONAL_1M)
     assignment = read_clibd_partition(partition)
     report = BuildReport("bioscan1m", parameters={
         "metadata": metadata.name, "partition": Path(partition).name, "keep_missing_images": keep_missing_images})

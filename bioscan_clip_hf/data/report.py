@@ -9,13 +9,14 @@ Example:
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_json
 
 DROP_REASONS: tuple[str, ...] = (
     "missing_image",
@@ -78,10 +79,8 @@ class BuildReport:
         }
 
     def write(self, path: str | Path) -> Path:
-        """Write the report as indented JSON and return its path."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        """Write the report as indented, strict JSON (atomically) and return its path."""
+        return write_json(path, self.to_dict())
 
     def summary(self) -> str:
         """One line for logs: written per split and dropped per reason."""

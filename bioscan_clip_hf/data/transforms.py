@@ -1,10 +1,24 @@
-"""CLIBD's image augmentations with PIL and the standard library (no torchvision).
+"""CLIBD's training augmentation with PIL and the standard library (no torchvision).
 
-Train (``bioscanclip/util/dataset.py::Dataset_for_CL``): ``Resize(256)`` (shorter side) ->
-``RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3))`` -> horizontal flip (p=0.5) ->
-vertical flip (p=0.5) -> ``RandomRotation(45)`` (nearest, fill 0). Eval is the processor's own
-resize + centre crop. The sizes come from the processor (``size["shortest_edge"]``,
-``crop_size``), so a preset with smaller images works unchanged.
+The original (``bioscanclip/util/dataset.py::Dataset_for_CL``, torchvision 0.15 with torch 2.0.1) applies
+``ToTensor`` -> ``Resize(256, antialias=True)`` -> ``RandomResizedCrop(224, scale=(0.08, 1),
+ratio=(3/4, 4/3))`` -> ``RandomHorizontalFlip`` -> ``RandomVerticalFlip`` -> ``RandomRotation(45)``
+(nearest, fill 0), no normalisation. :class:`TrainImageTransform` applies the same operations in the same
+order with the same parameter distributions (:func:`random_resized_crop_box` is torchvision's
+``get_params``, ten tries then the centre-crop fallback), on the PIL image:
+
+- ``Resize(256)``: identity on the ``cropped_256`` photos the original trains on, as here; larger photos
+  are resized as uint8 (within 1/255 of the float resize; the evaluation transform of
+  :mod:`bioscan_clip_hf.image_processing_bioscan_clip` is the exact one);
+- the crop's resize to 224 is PIL bilinear, which antialiases when the crop is larger than 224 px, where
+  torchvision 0.15 resized tensors without antialiasing (its ``"warn"`` default); upscaled crops agree;
+- the rotation samples the nearest pixel about the image centre with PIL rather than ``grid_sample``;
+- the draws come from Python's ``random`` (per DataLoader worker) rather than torch's generator.
+
+So each augmented image is a sample from the original's distribution up to interpolation details,
+not the same image for the same seed, which a random augmentation does not need. Eval is the image
+processor's transform. The sizes come from the processor (``size["shortest_edge"]``, ``crop_size``),
+so a preset with smaller images works unchanged.
 
 Example:
     >>> from PIL import Image

@@ -4,6 +4,12 @@ Every function returns ``(features, errors)``: a float32 CPU tensor ``[n, projec
 (L2-normalised; a zero row where the item failed) and a list with ``None`` or an error message per
 item, so one unreadable image or invalid barcode never stops a batch.
 
+Photos are decoded (:func:`~.specimens.load_image`, the one specimen reader) and preprocessed by the
+model's image processor in ``torch.utils.data.DataLoader`` workers (``num_workers``), so decoding the
+next batch overlaps with the forward pass of this one; ``num_workers=0`` does the same in-process.
+Features are computed under ``torch.inference_mode`` in whatever dtype the model's weights have
+(see :mod:`~.runtime`) and returned in float32.
+
 Example:
     >>> feats, errors = encode_dna(model, processor, ["ACGT" * 100, "not dna!"])  # doctest: +SKIP
     >>> errors[1]
@@ -12,18 +18,21 @@ Example:
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
+import os
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..taxonomy import RANKS
 from .sequences import clean_sequence
+from .specimens import load_image
 
-__all__ = ["MODALITIES", "combine_features", "encode_dna", "encode_images", "encode_texts", "load_image", "resolve_device"]
+__all__ = [
+    "MODALITIES", "combine_features", "default_num_workers", "encode_dataset", "encode_dna", "encode_images", "encode_texts",
+    "resolve_device",
+]
 
 # Key/query feature types of the original evaluation: single towers, the mean of the image and
 # DNA vectors, and their concatenation (2 x projection_dim).
@@ -41,30 +50,41 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-def load_image(item: Any):
-    """An RGB PIL image from a path, PIL image, numpy array, bytes, or a datasets ``{"bytes", "path"}`` dict."""
-    from PIL import Image
+def default_num_workers() -> int:
+    """Photo-decoding workers when none are asked for: one per spare core, at most 2.
 
-    if item is None:
-        raise ValueError("no image")
-    if isinstance(item, Image.Image):
-        img = item
-    elif isinstance(item, (str, Path)):
-        img = Image.open(item)
-        img.load()
-    elif isinstance(item, (bytes, bytearray)):
-        img = Image.open(io.BytesIO(item))
-    elif isinstance(item, dict) and (item.get("bytes") or item.get("path")):
-        img = Image.open(io.BytesIO(item["bytes"])) if item.get("bytes") else Image.open(item["path"])
-    elif isinstance(item, np.ndarray):
-        img = Image.fromarray(item)
-    else:
-        raise TypeError(f"cannot read an image from {type(item).__name__}")
-    return img.convert("RGB")
+    One worker keeps a forward pass of ``clibd-base`` fed on a CPU (decoding and preprocessing a
+    BIOSCAN photo costs a few ms, the forward tens to hundreds); see BENCHMARKS.md "Inference".
+    """
+    return min(2, max(0, (os.cpu_count() or 1) - 1))
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _message(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+
+
+class _Prepared(Dataset):
+    """``(index, prepared item, None)`` or ``(index, None, error message)`` for each item."""
+
+    def __init__(self, items: Sequence[Any], prepare: Callable[[Any], Any]) -> None:
+        self.items, self.prepare = items, prepare
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, str | None]:
+        try:
+            return i, self.prepare(self.items[i]), None
+        except Exception as exc:  # one bad item must not stop the run
+            return i, None, _message(exc)
+
+
+def _as_list(batch: list) -> list:
+    return batch
 
 
 def _run_batches(
@@ -75,24 +95,30 @@ def _run_batches(
     progress: bool,
     desc: str,
     callback: Callable[[int, int], None] | None = None,
+    num_workers: int = 0,
 ) -> tuple[torch.Tensor, list[str | None]]:
-    """Prepare items one by one (recording errors), run the good ones through ``forward`` in batches.
+    """Prepare items (recording errors; in ``num_workers`` worker processes), run the good ones
+    through ``forward`` in batches, in order.
 
     If a whole batch fails in ``forward``, its items are retried one at a time so only the bad
-    ones get an error. ``callback(done, total)`` is called after every batch (for GUIs).
+    ones get an error. ``callback(done, total)`` is called after every batch (for GUIs). A single
+    batch is prepared in-process: starting workers would cost more than they save.
     """
     n = len(items)
     errors: list[str | None] = [None] * n
     feats: torch.Tensor | None = None
+    workers = num_workers if n > batch_size else 0
+    loader = DataLoader(_Prepared(items, prepare), batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
     bar = tqdm(total=n, desc=desc, unit="item", disable=not progress or n == 0, leave=False)
-    for start in range(0, n, batch_size):
+    done = 0
+    for batch in loader:
         ready, idx = [], []
-        for i in range(start, min(n, start + batch_size)):
-            try:
-                ready.append(prepare(items[i]))
+        for i, value, error in batch:
+            if error is None:
+                ready.append(value)
                 idx.append(i)
-            except Exception as exc:  # one bad item must not stop the run
-                errors[i] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+            else:
+                errors[i] = error
         if ready:
             try:
                 out, ok_idx = forward(ready), idx
@@ -109,28 +135,46 @@ def _run_batches(
                 if feats is None:
                     feats = torch.zeros(n, out.shape[1], dtype=torch.float32)
                 feats[ok_idx] = out.float().cpu()
-        bar.update(min(n, start + batch_size) - start)
+        done += len(batch)
+        bar.update(len(batch))
         if callback is not None:
-            callback(min(n, start + batch_size), n)
+            callback(done, n)
     bar.close()
     if feats is None:
         feats = torch.zeros(n, 0, dtype=torch.float32)
     return feats, errors
 
 
-@torch.no_grad()
-def encode_images(model, processor, images: Sequence[Any], batch_size: int = 32, progress: bool = True, callback=None):
-    """Image features for paths / PIL images / arrays / bytes (see :func:`load_image`)."""
+class _ImagePixels:
+    """Photo -> ``[3, H, W]`` model input: the specimen reader, then the model's image processor.
+    A class rather than a closure so workers started by ``spawn`` (macOS, Windows) can receive it."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+
+    def __call__(self, item: Any) -> torch.Tensor:
+        return self.processor(images=[load_image(item)], return_tensors="pt")["pixel_values"][0]
+
+
+@torch.inference_mode()
+def encode_images(
+    model, processor, images: Sequence[Any], batch_size: int = 32, progress: bool = True, callback=None,
+    num_workers: int | None = None,
+):
+    """Image features for paths / PIL images / arrays / bytes (read by :func:`~.specimens.load_image`).
+
+    ``num_workers``: decoding worker processes (default :func:`default_num_workers`; 0 = in-process).
+    """
     device = _model_device(model)
 
     def forward(batch):
-        pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
-        return model.get_image_features(pixel_values=pixels)
+        return model.get_image_features(pixel_values=torch.stack(batch).to(device))
 
-    return _run_batches(images, load_image, forward, batch_size, progress, "image features", callback)
+    workers = default_num_workers() if num_workers is None else num_workers
+    return _run_batches(images, _ImagePixels(processor), forward, batch_size, progress, "image features", callback, workers)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_dna(
     model, processor, sequences: Sequence[str], batch_size: int = 64, progress: bool = True, clean: bool = True, callback=None
 ):
@@ -160,7 +204,7 @@ def encode_dna(
     return _run_batches(sequences, prepare, forward, batch_size, progress, "DNA features", callback)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_texts(model, processor, texts: Sequence[str], batch_size: int = 256, progress: bool = True):
     """Text features (taxonomy strings or prompts)."""
     device = _model_device(model)
@@ -208,6 +252,17 @@ class _LazyColumn:
         return self.dataset[int(i)][self.column]
 
 
+def _undecoded_images(dataset):
+    """The data set with its ``image`` column as stored bytes (``{"bytes", "path"}``), so that the
+    specimen reader, not the datasets library, decodes every photo (in the workers)."""
+    import datasets
+
+    feature = dataset.features.get("image")
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return dataset.cast_column("image", datasets.Image(decode=False))
+    return dataset
+
+
 def record_texts(dataset) -> list[str]:
     """The taxonomy string of every record ("Order Family Genus Species", ``not_classified`` gaps)."""
     from ..processing_bioscan_clip import taxonomy_text
@@ -216,21 +271,25 @@ def record_texts(dataset) -> list[str]:
     return [taxonomy_text(*(cols[r][i] for r in RANKS)) for i in range(len(dataset))]
 
 
-def encode_dataset(model, processor, dataset, modality: str, batch_size: int = 64, progress: bool = True):
+def encode_dataset(
+    model, processor, dataset, modality: str, batch_size: int = 64, progress: bool = True, num_workers: int | None = None
+):
     """Features of every record of a ``datasets.Dataset`` for one modality of :data:`MODALITIES`.
 
     Images come from the ``image`` column, barcodes from ``dna_barcode`` (unchanged, as the
-    original), text from the taxonomy columns. Returns ``(features, errors)``.
+    original), text from the taxonomy columns. ``num_workers``: photo-decoding workers (default
+    :func:`default_num_workers`). Returns ``(features, errors)``.
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     if modality == "image":
-        return encode_images(model, processor, _LazyColumn(dataset, "image"), batch_size, progress)
+        column = _LazyColumn(_undecoded_images(dataset), "image")
+        return encode_images(model, processor, column, batch_size, progress, num_workers=num_workers)
     if modality == "dna":
         return encode_dna(model, processor, dataset["dna_barcode"], batch_size, progress, clean=False)
     if modality == "text":
         return encode_texts(model, processor, record_texts(dataset), max(batch_size, 64), progress)
-    image, err_i = encode_dataset(model, processor, dataset, "image", batch_size, progress)
+    image, err_i = encode_dataset(model, processor, dataset, "image", batch_size, progress, num_workers)
     dna, err_d = encode_dataset(model, processor, dataset, "dna", batch_size, progress)
     errors = [a or b for a, b in zip(err_i, err_d)]
     return combine_features(image, dna, modality), errors

@@ -118,13 +118,15 @@ def exact_topk(
         queries, keys: float arrays (torch or numpy); normalise them for cosine similarity.
         k: neighbours per query (clipped to the number of keys).
         chunk_size: keys per chunk; default keeps each score block near 128 MiB.
-        dtype: ``torch.float32`` (exact) or ``torch.bfloat16``: keys are stored in bf16 (half the
-            memory) and the matmul runs in bf16 (much faster on CPUs with AMX/AVX512-BF16 and on
-            GPUs) to shortlist the ``max(2k, k + 16)`` best keys by bf16 score; the shortlist is then
-            rescored in fp32 from the same bf16-rounded vectors. The result is exact for the
-            bf16-rounded inputs unless the bf16 rounding of the *scores* pushes a true neighbour out
-            of the shortlist (approximate mode).
+        dtype: ``torch.float32`` (exact) or ``torch.bfloat16``: the matmul runs in bf16 (much faster
+            on CPUs with AMX / AVX-512 BF16 and on GPUs; much slower on CPUs without them) to shortlist
+            the ``max(2k, k + 16)`` best keys by bf16 score; the shortlist is then rescored in fp32 from
+            the keys as stored. The result is exact unless the bf16 rounding of the *scores* pushes a
+            true neighbour out of the shortlist (approximate mode).
         query_batch: queries per block (bounds the score block together with ``chunk_size``).
+
+    Keys stored in another dtype than ``dtype`` (fp16 or bf16 banks, memory-mapped) are converted
+    one chunk at a time into a reused buffer, so the search never holds a second copy of the keys.
 
     Returns:
         ``(scores, indices)``: float32 [nq, k] and int64 [nq, k] on the keys' device, ordered by
@@ -143,7 +145,6 @@ def exact_topk(
     k = min(int(k), n)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    keys = keys.to(dtype)
     nq = queries.shape[0]
     out_v = torch.empty(nq, k, dtype=torch.float32, device=keys.device)
     out_i = torch.empty(nq, k, dtype=torch.int64, device=keys.device)
@@ -152,19 +153,36 @@ def exact_topk(
         step = chunk_size or max(2 * k, _CHUNK_ELEMENTS // max(1, q.shape[0]))
         # One score buffer reused by every chunk: fresh 100 MB allocations cost page faults.
         buffer = torch.empty(q.shape[0] * min(step, n), dtype=dtype, device=keys.device)
+        chunks = _Chunks(keys, step, dtype)
         if dtype == torch.bfloat16:
-            best_v, best_i = _bf16_block(q, keys, k, step, buffer)
+            best_v, best_i = _bf16_block(q, chunks, k, buffer)
         else:
-            best_v, best_i = _fp32_block(q, keys, k, step, buffer)
+            best_v, best_i = _fp32_block(q, chunks, k, buffer)
         out_v[q0 : q0 + q.shape[0]], out_i[q0 : q0 + q.shape[0]] = best_v, best_i
     return out_v, out_i
 
 
-def _fp32_block(q: torch.Tensor, keys: torch.Tensor, k: int, step: int, buffer: torch.Tensor):
+class _Chunks:
+    """``(offset, block)`` over the keys in ``step``-row chunks, each in ``dtype`` (converted into one
+    reused buffer when the keys are stored in another dtype)."""
+
+    def __init__(self, keys: torch.Tensor, step: int, dtype: torch.dtype) -> None:
+        self.keys, self.step, self.dtype = keys, step, dtype
+        self._buffer = None if keys.dtype == dtype else torch.empty(min(step, keys.shape[0]), keys.shape[1], dtype=dtype,
+                                                                       device=keys.device)
+
+    def __iter__(self):
+        for c0 in range(0, self.keys.shape[0], self.step):
+            block = self.keys[c0 : c0 + self.step]
+            if self._buffer is not None:
+                block = self._buffer[: block.shape[0]].copy_(block)
+            yield c0, block
+
+
+def _fp32_block(q: torch.Tensor, chunks: _Chunks, k: int, buffer: torch.Tensor):
     """Exact search of one query block: per chunk the 2k-1 best keys, merged by the faiss rule."""
     best_v = best_i = None
-    for c0 in range(0, keys.shape[0], step):
-        block = keys[c0 : c0 + step]
+    for c0, block in chunks:
         scores = torch.mm(q, block.T, out=buffer[: q.shape[0] * block.shape[0]].view(q.shape[0], block.shape[0]))
         v, i = _stable_topk(scores, min(2 * k - 1, block.shape[0]))
         i = i + c0
@@ -174,13 +192,13 @@ def _fp32_block(q: torch.Tensor, keys: torch.Tensor, k: int, step: int, buffer: 
     return best_v, best_i
 
 
-def _bf16_block(q: torch.Tensor, keys: torch.Tensor, k: int, step: int, buffer: torch.Tensor):
+def _bf16_block(q: torch.Tensor, chunks: _Chunks, k: int, buffer: torch.Tensor):
     """bf16 search of one query block: a shortlist by bf16 scores across all chunks, then the
-    shortlist rescored once in fp32 (from the same bf16 vectors) and ranked by the faiss rule."""
+    shortlist rescored once in fp32 (from the keys as stored) and ranked by the faiss rule."""
+    keys = chunks.keys
     short = min(max(2 * k, k + 16), keys.shape[0])
     cand_v = cand_i = None
-    for c0 in range(0, keys.shape[0], step):
-        block = keys[c0 : c0 + step]
+    for c0, block in chunks:
         scores = torch.mm(q, block.T, out=buffer[: q.shape[0] * block.shape[0]].view(q.shape[0], block.shape[0]))
         v, i = torch.topk(scores, min(short, block.shape[0]), dim=1)
         i = i + c0

@@ -2,7 +2,8 @@
 
 Handles wrapped sequence lines, lower case, alignment gaps (``-`` and ``.``, removed), ``N`` and
 other IUPAC ambiguity codes (kept: the tokenizer maps any k-mer containing them to ``<UNK>``, as the
-original does), empty records and Windows (CRLF) or old Mac (CR) line ends. A record that cannot be
+original does; :func:`~bioscan_clip_hf.zero_shot.specimens.check_queries` refuses a barcode that is
+mostly unreadable), empty records and Windows (CRLF) or old Mac (CR) line ends. A record that cannot be
 used keeps its place and carries an ``error`` message, so one bad sequence never stops a run.
 
 Plain sequence files (any other extension) hold one barcode per line, optionally preceded by an id
@@ -22,7 +23,9 @@ from pathlib import Path
 
 from ..tokenization_barcode import IUPAC_NUCLEOTIDES
 
-__all__ = ["FASTA_SUFFIXES", "IUPAC_DNA", "SequenceRecord", "clean_sequence", "parse_fasta", "read_sequences"]
+__all__ = [
+    "FASTA_SUFFIXES", "IUPAC_DNA", "SequenceRecord", "clean_sequence", "parse_fasta", "parse_sequences", "read_sequences",
+]
 
 FASTA_SUFFIXES = (".fasta", ".fa", ".fas", ".fna", ".ffn", ".fsa")
 IUPAC_DNA = frozenset(IUPAC_NUCLEOTIDES)
@@ -96,10 +99,17 @@ def _parse_plain(text: str, source: str) -> list[SequenceRecord]:
     return records
 
 
+def parse_sequences(text: str, source: str = "") -> list[SequenceRecord]:
+    """FASTA text (it starts with ``>``) or plain one-barcode-per-line text into records."""
+    if text.lstrip("\ufeff \t\r\n").startswith(">"):
+        return parse_fasta(text, source=source)
+    return _parse_plain(text, source=source)
+
+
 def read_sequences(path: str | Path) -> list[SequenceRecord]:
     """Read a FASTA / multi-FASTA file (by suffix or a leading ``>``) or a plain one-per-line file."""
     path = Path(path)
     text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix.lower() in FASTA_SUFFIXES or text.lstrip("\ufeff \t\r\n").startswith(">"):
+    if path.suffix.lower() in FASTA_SUFFIXES:
         return parse_fasta(text, source=str(path))
-    return _parse_plain(text, source=str(path))
+    return parse_sequences(text, source=str(path))
