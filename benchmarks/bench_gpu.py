@@ -30,6 +30,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -82,19 +83,24 @@ def random_inputs(config: BioscanClipConfig, batch: int, device: torch.device) -
     }
 
 
-def forward_flops(model: BioscanClipModel, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Forward FLOPs per record of each tower's features and of the whole model, counted on one record."""
+def tower_calls(model: BioscanClipModel, inputs: dict[str, torch.Tensor]) -> dict[str, Callable[[], torch.Tensor]]:
+    """Each tower's features of ``inputs`` (:func:`random_inputs`) as a call without arguments."""
+    return {
+        "image": lambda: model.get_image_features(inputs["pixel_values"]),
+        "dna": lambda: model.get_dna_features(inputs["dna_input_ids"]),
+        "text": lambda: model.get_text_features(inputs["input_ids"], inputs["attention_mask"]),
+    }
+
+
+def forward_flops(model: BioscanClipModel, inputs: dict[str, torch.Tensor], calls=tower_calls) -> dict[str, float]:
+    """Forward FLOPs per record of each tower's features and of the whole model, counted on one record.
+
+    ``calls``: ``calls(model, inputs)`` -> the calls to count (default :func:`tower_calls`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    one = {k: v[:1] for k, v in inputs.items()}
-    calls = {
-        "image": lambda: model.get_image_features(one["pixel_values"]),
-        "dna": lambda: model.get_dna_features(one["dna_input_ids"]),
-        "text": lambda: model.get_text_features(one["input_ids"], one["attention_mask"]),
-    }
     out = {}
     with torch.no_grad():
-        for name, call in calls.items():
+        for name, call in calls(model, {k: v[:1] for k, v in inputs.items()}).items():
             counter = FlopCounterMode(display=False)
             with counter:
                 call()
@@ -142,14 +148,8 @@ def bench_inference(config, device, batches: list[int], repeats: int, roofline_t
     plan = prepare_model(model, device, "auto")
     rows = []
     for batch in batches:
-        inputs = random_inputs(config, batch, device)
-        calls = {
-            "image": lambda: model.get_image_features(inputs["pixel_values"]),
-            "dna": lambda: model.get_dna_features(inputs["dna_input_ids"]),
-            "text": lambda: model.get_text_features(inputs["input_ids"], inputs["attention_mask"]),
-        }
         with torch.inference_mode():
-            for tower, call in calls.items():
+            for tower, call in tower_calls(model, random_inputs(config, batch, device)).items():
                 try:
                     seconds = timed(call, device, repeats)
                 except torch.OutOfMemoryError:

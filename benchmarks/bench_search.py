@@ -153,6 +153,13 @@ def write_mapped_keys(path: Path, n: int, d: int, seed: int = 0, cluster: int = 
     """
     from safetensors import safe_open
 
+    recipe = {"n": n, "d": d, "seed": seed, "cluster": cluster, "dtype": "F16"}
+    sidecar = path.with_suffix(".json")
+    if path.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()) == recipe:
+        print(f"reusing {path} (written earlier by the same recipe)", file=sys.stderr, flush=True)
+        with safe_open(str(path), "pt") as f:
+            return f.get_tensor("embeddings")
+    sidecar.unlink(missing_ok=True)
     header = json.dumps({"embeddings": {"dtype": "F16", "shape": [n, d], "data_offsets": [0, n * d * 2]}}).encode()
     header += b" " * (-len(header) % 8)
     with open(path, "wb") as f:
@@ -169,19 +176,13 @@ def write_mapped_keys(path: Path, n: int, d: int, seed: int = 0, cluster: int = 
         data[i : i + block.shape[0]] = torch.nn.functional.normalize(block, dim=1).half().numpy()
     data.flush()
     del data
+    sidecar.write_text(json.dumps(recipe))  # only once the file is complete: a killed write is never reused
     with safe_open(str(path), "pt") as f:
         return f.get_tensor("embeddings")
 
 
 def _recall(found: np.ndarray, exact: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(found, exact)]))
-
-
-def _search_settings(kind: str, index) -> list[dict]:
-    if kind == "hnsw":
-        return [{"efSearch": e} for e in (32, 64, 128)]
-    nlist = index.index.nlist
-    return [{"nprobe": max(1, round(nlist * f))} for f in (1 / 64, 1 / 32, 1 / 16)]
 
 
 def _exact(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[np.ndarray, float]:
@@ -222,7 +223,7 @@ def run_ann(args, argv) -> int:
         truth, baseline_qps = (exact_idx, exact_runs[-1]) if subset == n else _exact(queries, keys[:subset], k)
         base = _anon_rss()
         start = time.perf_counter()
-        index = KeyIndex.build(keys[:subset], kind, progress=False, factory=factory)
+        index = KeyIndex.build(keys[:subset], kind, factory=factory)
         build_seconds = time.perf_counter() - start
         index_memory = (_anon_rss() - base) / 1e9
         index.save(work, "benchmark")
@@ -262,7 +263,8 @@ def run_ann(args, argv) -> int:
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     if not args.keep_keys:
-        (work / "keys.safetensors").unlink()
+        for name in ("keys.safetensors", "keys.json"):
+            (work / name).unlink(missing_ok=True)
     return 0
 
 

@@ -102,6 +102,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _probability(text: str) -> float:
+    from .zero_shot.identify import check_confidence
+
+    try:
+        return check_confidence(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}") from None
+
+
 def _specimen_options(p: argparse.ArgumentParser) -> None:
     """Options of the commands that read specimens (predict, embed)."""
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
@@ -144,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checklist restricting the candidates of every method: a CSV/TSV of lineages (columns among "
                    "order,family,genus,species), a text file of names (one per line), or comma-separated names such "
                    "as 'Diptera' or 'Diptera/Cecidomyiidae'; for --method text without a bank, the lineages to prompt")
-    p.add_argument("--confidence", type=float, default=0.9,
+    p.add_argument("--confidence", type=_probability, default=0.9,
                    help="confident_rank is the deepest rank whose label is right with at least this probability, "
                    "counting the chance that the taxon is not in the library (default 0.9)")
     p.add_argument("--format", default="csv", choices=("csv", "json", "parquet", "table"), help="default csv")
@@ -163,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-bank", help="embed labelled records into a key bank (safetensors + Parquet + JSON)")
     _common(p)
     p.add_argument("--data", required=True, help="data set folder or Hub dataset id (package Parquet layout)")
-    p.add_argument("--splits", default="train,key_unseen", help="key splits, comma-separated (default train,key_unseen)")
+    p.add_argument("--splits", default=None, help="key splits, comma-separated (default: the data set's evaluation keys, "
+                   "key_seen,key_unseen for a BIOSCAN-1M build, else train,key_unseen)")
     p.add_argument("--modality", default="dna", choices=("dna", "image", "text", "averaged", "concatenated"),
                    help="key features (default dna)")
     p.add_argument("--calibrate", default="val,val_unseen",
@@ -184,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--data", required=True, help="data set folder or Hub dataset id")
     p.add_argument("--split", default="val", choices=("val", "test"), help="queries: val+val_unseen or test+test_unseen")
-    p.add_argument("--key-splits", default="train,key_unseen", help="comma-separated (default train,key_unseen)")
+    p.add_argument("--key-splits", default=None, help="comma-separated (default: the data set's evaluation keys, "
+                   "key_seen,key_unseen for a BIOSCAN-1M build, else train,key_unseen)")
     p.add_argument("--title", default=None, help="label for the table and plot (e.g. 'synthetic data')")
     p.add_argument("--identification", default="nearest,knn,kmer",
                    help="methods whose calibrated answers are scored beside accuracy (ECE per rank, accuracy at the "
@@ -230,14 +241,17 @@ def _load_model(args):
     return load_model(source, revision=args.revision)
 
 
-def _load_bank(bank_arg, model, model_arg):
-    """The key bank of ``--bank`` (else ``MODEL/key_bank`` when there is one); a damaged bank raises
-    :class:`~bioscan_clip_hf.zero_shot.bank.DamagedBankError`, a stale one StaleBankError."""
+def _load_bank(bank_arg, model, model_arg, revision=None):
+    """The key bank of ``--bank``, else the ``key_bank/`` shipped with the model folder or Hub repo
+    (:func:`~bioscan_clip_hf.zero_shot.classifier.bundled_bank`, as ``ZeroShotClassifier.from_pretrained``);
+    a damaged bank raises :class:`~bioscan_clip_hf.zero_shot.bank.DamagedBankError`, a stale one StaleBankError."""
+    from .sources import resolve_source
     from .zero_shot import KeyBank
+    from .zero_shot.classifier import bundled_bank
 
     if bank_arg is None:
-        default = Path(model_arg) / "key_bank"
-        return KeyBank.load(default, model=model) if (default / "bank.json").is_file() else None
+        default = bundled_bank(resolve_source(model_arg), revision)
+        return None if default is None else KeyBank.load(default, model=model)
     path = Path(bank_arg)
     if not path.exists():
         raise CliError(f"key bank path does not exist: {bank_arg}")
@@ -281,6 +295,19 @@ def _rows_exit(failed: int, total: int, first_error: str | None) -> int:
 
 def _splits(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _key_splits(data: str, given: str | None) -> list[str]:
+    """``--splits`` / ``--key-splits`` as given, else the data set's evaluation keys (one rule:
+    :func:`~bioscan_clip_hf.data.dataset_key_splits`)."""
+    if given is not None:
+        return _splits(given)
+    from .data import dataset_key_splits
+
+    try:
+        return dataset_key_splits(data)
+    except ValueError as exc:  # a BIOSCAN-1M build from before key_seen: its message says to rebuild
+        raise CliError(str(exc)) from exc
 
 
 def _progress(args) -> bool:
@@ -343,13 +370,11 @@ def _run_predict(args) -> int:
     if args.bank is not None and not Path(args.bank).exists():
         raise CliError(f"key bank path does not exist: {args.bank}")
     model, proc = _load_model(args)
-    bank = _load_bank(args.bank, model, args.model)
+    bank = _load_bank(args.bank, model, args.model, args.revision)
     if bank is None and args.method != "text":
         raise CliError(f"--method {args.method} needs a key bank: pass --bank (build one with `bioscan-clip build-bank`)")
     if args.taxa is not None and Path(args.taxa).suffix.lower() in (".csv", ".tsv", ".txt") and not Path(args.taxa).is_file():
         raise CliError(f"taxa file does not exist: {args.taxa}")
-    if not 0.0 < args.confidence <= 1.0:
-        raise CliError(f"--confidence must be a probability in (0, 1], got {args.confidence}")
     clf = ZeroShotClassifier(model, proc, bank, device=args.device, dtype=args.dtype, num_workers=args.num_workers)
     phases.mark("load_model")
     settings = dict(rank=args.rank, k=args.k, method=args.method, taxa=args.taxa, min_valid_kmers=_min_valid_kmers(args),
@@ -432,11 +457,12 @@ def _run_build_bank(args) -> int:
     model, proc = _load_model(args)
     procs = processes(args.device)
     inference = prepare_model(model, procs.device, args.dtype)
-    keys = resolve_splits(args.data, _splits(args.splits))
+    splits = _key_splits(args.data, args.splits)
+    keys = resolve_splits(args.data, splits)
     ids = keys["processid"] if "processid" in keys.column_names else []
     work_dir = work_dir_for(args.out)
     job = {"command": "build-bank", "model": model_fingerprint(model), "inference": inference.to_dict(),
-           "data": args.data, "splits": args.splits, "modality": args.modality, "batch_size": args.batch_size,
+           "data": args.data, "splits": splits, "modality": args.modality, "batch_size": args.batch_size,
            "shard_records": args.shard_records, "key_dtype": args.key_dtype,
            "records": len(keys), "processids": digest(list(map(str, ids)))}
     features = embed_records(model, proc, keys, args.modality, work_dir, job, procs, args.batch_size, args.num_workers,
@@ -444,7 +470,7 @@ def _run_build_bank(args) -> int:
     if features is None:  # another process of `accelerate launch`: its shards are written, the main one merges
         return 0
     bank = KeyBank.build(model, proc, keys, modality=args.modality, batch_size=args.batch_size,
-                         progress=_progress(args), source=f"{args.data}:{args.splits}", features=features)
+                         progress=_progress(args), source=f"{args.data}:{','.join(splits)}", features=features)
     bank.meta["inference"] = inference.to_dict()
     kind = choose_kind(args.index, len(bank))
     if kind != "flat":
@@ -460,7 +486,7 @@ def _run_build_bank(args) -> int:
     bank.save(args.out)
     finish(work_dir, procs)
     print(f"bioscan-clip: wrote a {bank.modality} key bank of {len(bank)} keys to {args.out}"
-          + ("" if bank.index is None else f" with a {kind} index"), file=sys.stderr)
+          + ("" if bank.index is None else f" with an {kind} index"), file=sys.stderr)
     return 0
 
 
@@ -473,7 +499,7 @@ def _run_eval(args) -> int:
     model, proc = _load_model(args)
     prepare_model(model, resolve_device(args.device), args.dtype)
     queries = ("val", "val_unseen") if args.split == "val" else ("test", "test_unseen")
-    results = evaluate_model(model, proc, args.data, query_splits=queries, key_splits=_splits(args.key_splits),
+    results = evaluate_model(model, proc, args.data, query_splits=queries, key_splits=_key_splits(args.data, args.key_splits),
                              batch_size=args.batch_size, output_dir=args.out, title=args.title,
                              device=args.device, progress=_progress(args), identification=_splits(args.identification))
     sys.stdout.write(markdown_table(results))
@@ -481,12 +507,16 @@ def _run_eval(args) -> int:
 
 
 def _run_list_taxa(args) -> int:
+    from .sources import resolve_source
     from .zero_shot import KeyBank
+    from .zero_shot.classifier import bundled_bank
     from .zero_shot.writers import write_rows
 
     if args.bank is None and args.model is None:
-        raise CliError("give --bank BANK_DIR or --model MODEL_DIR (with a key_bank/ folder)")
-    path = Path(args.bank) if args.bank else Path(args.model) / "key_bank"
+        raise CliError("give --bank BANK_DIR or --model MODEL (a folder or Hub id with a key_bank/ folder)")
+    path = Path(args.bank) if args.bank else bundled_bank(resolve_source(args.model))
+    if path is None:
+        raise CliError(f"{args.model} has no key_bank/ folder: give --bank BANK_DIR")
     if not path.exists():
         raise CliError(f"key bank path does not exist: {path}")
     try:

@@ -1,7 +1,8 @@
 """The paper's zero-shot evaluation protocol (CLIBD, ``scripts/inference_and_eval.py``).
 
 Queries from a seen split (``test`` or ``val``) and an unseen split (``test_unseen`` or
-``val_unseen``) are matched against the keys (``train`` + ``key_unseen``) by exact cosine search;
+``val_unseen``) are matched against the keys (CLIBD's ``all_keys``: ``train`` + ``key_unseen`` on
+BIOSCAN-5M, ``key_seen`` + ``key_unseen`` on BIOSCAN-1M, ``data.dataset_key_splits``) by exact cosine search;
 the nearest key's taxonomy is the prediction at every rank, the k nearest keys' labels give top-k.
 Every query -> key pair the model and data allow is scored: image->image, dna->dna, image->dna,
 dna->image, image->text, dna->text (text keys = the keys' taxonomy strings), averaged->averaged
@@ -40,6 +41,7 @@ from .zero_shot.encode import combine_features, encode_dataset, encode_texts, re
 from .zero_shot.evidence import KeySource
 from .zero_shot.kmer import kmer_profiles
 from .zero_shot.lineages import TaxonIndex
+from .zero_shot.calibration import QUERY_MODALITIES
 from .zero_shot.quality import QuerySet, identification_quality
 from .zero_shot.search import search
 
@@ -100,7 +102,7 @@ def _available_towers(model, data) -> set[str]:
 
 
 def _labels(data, rank: str) -> list[str | None]:
-    return [None if v in (None, "") else str(v) for v in data[rank]]
+    return [None if v in (None, "") else str(v) for v in data[rank][:]]  # [:] reads the column at once
 
 
 def evaluate_model(
@@ -108,7 +110,7 @@ def evaluate_model(
     processor,
     dataset: Any,
     query_splits: Sequence[str] = ("val", "val_unseen"),
-    key_splits: Sequence[str] = ("train", "key_unseen"),
+    key_splits: Sequence[str] | None = None,
     pairs: Iterable[tuple[str, str]] | None = None,
     k_values: Sequence[int] = (1, 3, 5),
     batch_size: int = 64,
@@ -119,6 +121,7 @@ def evaluate_model(
     per_query: bool = False,
     identification: Sequence[str] = ("nearest",),
     calibration_splits: Sequence[str] = ("val", "val_unseen"),
+    identification_keys: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run the paper's protocol and return (and optionally write) the results.
 
@@ -129,7 +132,8 @@ def evaluate_model(
         processor: the matching ``BioscanClipProcessor``.
         dataset: a data folder / Hub id, a ``DatasetDict``, or a ``Dataset`` with a ``split`` column.
         query_splits: (seen, unseen) query splits, e.g. ("test", "test_unseen").
-        key_splits: key splits (the original: "train" + "key_unseen").
+        key_splits: key splits; default the data set's (``data.dataset_key_splits``: the original's
+            ``all_keys``, ``key_seen`` + ``key_unseen`` on BIOSCAN-1M, ``train`` + ``key_unseen`` otherwise).
         pairs: (query, key) feature types to score; default: every one in :data:`ALL_PAIRS` the
             model and data support.
         output_dir: when given, writes ``results.json``, ``results.md`` and ``accuracy.png``.
@@ -137,11 +141,15 @@ def evaluate_model(
         per_query: also return every query's top-1 prediction (for paired comparisons of models
             on the same queries, or error analysis) under ``"predictions"``.
         identification: methods whose answers are scored for calibration, confident-rank accuracy
-            and novelty detection (:mod:`~bioscan_clip_hf.zero_shot.quality`) on every pair with
-            image, DNA or combined keys; ``kmer`` (the 5-mer baseline, which also joins the DNA
-            evidence of ``nearest`` / ``knn``) applies to ``dna->dna``; ``()`` skips it.
+            and novelty detection (:mod:`~bioscan_clip_hf.zero_shot.quality`), per key modality as
+            a key bank of it answers: one calibration for the DNA and image queries and for
+            specimens with both (reported as ``image+dna->KEYS``); ``kmer`` (the 5-mer evidence of
+            the keys' barcodes, which also joins the DNA evidence of ``nearest`` / ``knn``) needs
+            barcodes; ``()`` skips it.
         calibration_splits: where those answers are calibrated; when they are the query splits
             (or missing from ``dataset``), the figures are 2-fold cross-fitted on the queries.
+        identification_keys: the key modalities scored that way (default: those of every
+            evaluated pair except text; the training scores only its key bank's).
 
     Returns:
         A JSON-able dict::
@@ -165,6 +173,10 @@ def evaluate_model(
     start = time.perf_counter()
     if len(query_splits) != 2:
         raise ValueError(f"query_splits must be (seen, unseen), got {query_splits}")
+    if key_splits is None:
+        from .data import dataset_key_splits
+
+        key_splits = dataset_key_splits(dataset)
     keys = resolve_splits(dataset, key_splits)
     seen = resolve_splits(dataset, [query_splits[0]])
     unseen = resolve_splits(dataset, [query_splits[1]])
@@ -244,13 +256,21 @@ def evaluate_model(
                 predictions[name] = _query_predictions(
                     list(seen["processid"]) + list(unseen["processid"]), list(keys["processid"]),
                     query_labels, key_labels, q_rows, g, idx[:, 0], scores[:, 0])
-            if identification and kmod != "text":  # text keys are the prompts of the text method, not a bank
-                identity[name] = _identification(
-                    key_index, kf, key_rows, keys, qmod, (kmod == "dna" and qmod == "dna"), identification,
-                    QuerySet({qmod: qf}, {qmod: np.array([e is None for e in qerr])},
-                             list(zip(*(query_labels[r] for r in RANKS)))),
-                    list(seen["dna_barcode"]) + list(unseen["dna_barcode"]) if "dna_barcode" in seen.column_names else None,
-                    None if calibration is None else feats("calibration", calibration, qmod), calibration, progress)
+        # One calibration per key modality, as a key bank of it answers (text keys are the prompts
+        # of the text method, not a bank).
+        by_keys: dict[str, list[str]] = {}
+        for qmod, kmod in wanted:
+            if kmod != "text" and f"{qmod}->{kmod}" in results:
+                by_keys.setdefault(kmod, []).append(qmod)
+        for kmod, query_feats in by_keys.items():
+            if not identification or (identification_keys is not None and kmod not in identification_keys):
+                continue
+            queries = _query_set({q: _joined(feats("seen", seen, q), feats("unseen", unseen, q)) for q in query_feats},
+                                 [seen, unseen])
+            cal_set = None if calibration is None else _query_set(
+                {q: feats("calibration", calibration, q) for q in query_feats}, [calibration])
+            identity.update(_identification(key_index, kmod, feats("keys", keys, kmod), keys, identification, queries,
+                                            cal_set, progress))
     finally:
         model.to(old_device).train(was_training)
 
@@ -274,25 +294,54 @@ def evaluate_model(
     return out
 
 
-def _identification(index, kf, key_rows, keys, qmod, with_kmer, methods, queries, barcodes, cal_feats, cal_data, progress):
-    """:func:`identification_quality` of one query -> key pair (see ``evaluate_model``)."""
-    rows = np.asarray(key_rows)
-    sources = {qmod: KeySource(qmod, kf[rows], torch.from_numpy(index.leaf_of_record[rows]), torch.from_numpy(rows))}
-    methods = [m for m in methods if m != "kmer" or (with_kmer and barcodes is not None)]
-    if "kmer" in methods:
-        key_barcodes = [b or "" for b in np.asarray(keys["dna_barcode"], dtype=object)[rows]]
-        sources["kmer"] = KeySource("kmer", kmer_profiles(key_barcodes), sources[qmod].leaf, sources[qmod].records)
-        profiles = kmer_profiles([b or "" for b in barcodes])
-        queries.vectors["kmer"], queries.available["kmer"] = profiles, profiles.abs().sum(dim=1).numpy() > 0
-    cal_set = None
-    if cal_feats is not None:
-        f, errors = cal_feats
-        cal_set = QuerySet({qmod: f}, {qmod: np.array([e is None for e in errors])},
-                           list(zip(*(_labels(cal_data, r) for r in RANKS))))
-        if "kmer" in methods:
-            profiles = kmer_profiles([b or "" for b in cal_data["dna_barcode"]])
-            cal_set.vectors["kmer"], cal_set.available["kmer"] = profiles, profiles.abs().sum(dim=1).numpy() > 0
-    return identification_quality(index, sources, cal_set, queries, methods, progress=progress)
+def _joined(*parts: tuple[torch.Tensor, list]) -> tuple[torch.Tensor, list]:
+    """``(features, errors)`` of several record sets, one after the other."""
+    return torch.cat([f for f, _ in parts]), [e for _, errors in parts for e in errors]
+
+
+def _query_set(features: dict[str, tuple[torch.Tensor, list]], data: list) -> QuerySet:
+    """Queries with each feature's vectors (where it has no error), the 5-mer profiles of their
+    barcodes and their true lineages; ``data``: the records' data sets, in order."""
+    vectors = {name: f for name, (f, _) in features.items()}
+    available = {name: np.array([e is None for e in errors]) for name, (_, errors) in features.items()}
+    if all("dna_barcode" in d.column_names for d in data):
+        profiles = kmer_profiles([b or "" for d in data for b in d["dna_barcode"][:]])
+        vectors["kmer"], available["kmer"] = profiles, profiles.abs().sum(dim=1).numpy() > 0
+    lineages = list(zip(*([label for d in data for label in _labels(d, r)] for r in RANKS)))
+    return QuerySet(vectors, available, lineages)
+
+
+def _identification(index: TaxonIndex, kmod: str, key_feats: tuple[torch.Tensor, list], keys, methods: Sequence[str],
+                    queries: QuerySet, cal_set: QuerySet | None, progress: bool) -> dict[str, Any]:
+    """:func:`identification_quality` against the ``kmod`` keys, one report per query -> key pair
+    (see ``evaluate_model``); a key bank of one tower answers both towers' queries (and both together)."""
+    kf, errors = key_feats
+    rows = np.flatnonzero([e is None for e in errors])
+    learned = KeySource(kmod, kf[rows], torch.from_numpy(index.leaf_of_record[rows]), torch.from_numpy(rows))
+    names = [kmod] if kmod in ("averaged", "concatenated") else [n for n in ("dna", "image") if n in queries.vectors]
+    sources = {name: learned for name in names}
+    barcodes = np.asarray(keys["dna_barcode"][:], dtype=object) if "dna_barcode" in keys.column_names else None
+    with_kmer = "kmer" in methods and barcodes is not None and "kmer" in queries.vectors and "dna" in names
+    if with_kmer:
+        have = np.flatnonzero([bool(b) for b in barcodes])
+        sources["kmer"] = KeySource("kmer", kmer_profiles(list(barcodes[have])), torch.from_numpy(index.leaf_of_record[have]),
+                                    torch.from_numpy(have))
+    else:
+        methods = [m for m in methods if m != "kmer"]
+        for part in (queries, cal_set):
+            if part is not None:
+                part.vectors.pop("kmer", None)
+                part.available.pop("kmer", None)
+    report = identification_quality(index, sources, cal_set, queries, methods, progress=progress)
+    out = {}
+    for qmod in QUERY_MODALITIES:
+        per_method = {m: {qmod: per[qmod]} for m, per in report["methods"].items() if qmod in per}
+        if not per_method and qmod not in report["novelty"]:
+            continue
+        pair = f"{kmod}->{kmod}" if kmod in ("averaged", "concatenated") else f"{qmod}->{kmod}"
+        novelty = {qmod: report["novelty"][qmod]} if qmod in report["novelty"] else {}
+        out[pair] = {"calibration": report["calibration"], "methods": per_method, "novelty": novelty}
+    return out
 
 
 def _query_predictions(query_ids: list, key_ids: list, query_labels: dict[str, list], key_labels: dict[str, list],

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .atomic import atomic_dir
 from .hub_cards import MODEL_CARD_TEMPLATE as DEFAULT_TEMPLATE
 from .taxonomy import RANKS
 
@@ -392,25 +393,29 @@ def stage_model_folder(
     The card is the folder's own ``README.md`` when it has one, otherwise a card rendered with
     :func:`render_model_card` (``card_options`` are its keyword arguments). With ``include_card=False``
     no README.md is staged. Returns how the card was handled: ``"folder"``, ``"generated"`` or ``"none"``.
+    The staging folder appears complete or not at all (:func:`~bioscan_clip_hf.atomic.atomic_dir`): a
+    failure or a kill half-way leaves no partial folder that a later upload could take for a model.
     """
     folder, staging = Path(folder), Path(staging_dir)
     check_model_folder(folder)
     if staging.exists() and any(staging.iterdir()):
         raise FileExistsError(f"Staging folder {staging} is not empty")
-    staging.mkdir(parents=True, exist_ok=True)
-    for rel in model_folder_files(folder):
-        if rel.as_posix() == CARD_FILENAME:
-            continue
-        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(folder / rel, staging / rel)
-    if not include_card:
-        return "none"
-    if (folder / CARD_FILENAME).is_file():
-        shutil.copy2(folder / CARD_FILENAME, staging / CARD_FILENAME)
-        return "folder"
-    card = render_model_card(folder, repo_id, revision=revision or "main", **(card_options or {}))
-    card.save(staging / CARD_FILENAME)
-    return "generated"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(staging) as tmp:
+        for rel in model_folder_files(folder):
+            if rel.as_posix() == CARD_FILENAME:
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / rel, tmp / rel)
+        if not include_card:
+            how = "none"
+        elif (folder / CARD_FILENAME).is_file():
+            shutil.copy2(folder / CARD_FILENAME, tmp / CARD_FILENAME)
+            how = "folder"
+        else:
+            render_model_card(folder, repo_id, revision=revision or "main", **(card_options or {})).save(tmp / CARD_FILENAME)
+            how = "generated"
+    return how
 
 
 def push_model_folder(

@@ -26,13 +26,53 @@ from transformers import BaseImageProcessor, BatchFeature
 
 BILINEAR = 2  # PIL.Image.BILINEAR, the value stock processors save as `resample`
 
+TO_8_BIT = ("convert it to 8-bit first, e.g. with bioscan_clip_hf.zero_shot.specimens.load_image (which rescales "
+            "16-bit, 32-bit and float pixels by their range and refuses what it cannot scale)")
+
+
+def _wide_integer_type(pixels: Any) -> str | None:
+    """The name of an integer pixel type other than uint8 (numpy or torch), else None."""
+    dtype = getattr(pixels, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return None if dtype in (torch.uint8, torch.bool) or dtype.is_floating_point else str(dtype).removeprefix("torch.")
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu" and dtype != np.uint8:
+        return dtype.name
+    return None
+
+
+def check_8_bit(image: Any, rescale: bool = True, name: str = "the image") -> None:
+    """Refuse pixels this processor would misread: a PIL image of mode ``I;16*``, ``I`` or ``F`` (PIL's
+    ``convert("RGB")`` clips them to 0-255, which turns a 16-bit photo white) and, when ``rescale``, an
+    integer array or tensor wider than 8 bits (``x / 255`` would exceed 1). Float arrays are read as
+    0-255, like ``ToTensor``.
+
+    Raises:
+        ValueError: naming the mode or type and how to convert the image.
+
+    Example:
+        >>> from PIL import Image
+        >>> check_8_bit(Image.new("I;16", (2, 2)))
+        Traceback (most recent call last):
+        ...
+        ValueError: the image has PIL mode 'I;16' (16-bit, 32-bit or float pixels), which this processor cannot scale; convert it to 8-bit first, e.g. with bioscan_clip_hf.zero_shot.specimens.load_image (which rescales 16-bit, 32-bit and float pixels by their range and refuses what it cannot scale)
+    """
+    if hasattr(image, "getbands"):
+        if image.mode.startswith("I") or image.mode == "F":  # I, I;16, I;16B, I;16L, I;16N, F
+            raise ValueError(f"{name} has PIL mode {image.mode!r} (16-bit, 32-bit or float pixels), which this "
+                             f"processor cannot scale; {TO_8_BIT}")
+    elif rescale and (wide := _wide_integer_type(image)) is not None:
+        raise ValueError(f"{name} has pixels of type {wide}, which this processor cannot scale (it divides by "
+                         f"255); {TO_8_BIT}")
+
 
 def to_float_tensor(image: Any, rescale_factor: float | None = 1 / 255) -> torch.Tensor:
-    """``ToTensor()``: a PIL image (converted to RGB) or an HWC/CHW array -> ``[3, H, W]`` float32 times
-    ``rescale_factor`` (``None``: values kept).
+    """``ToTensor()``: an 8-bit PIL image (converted to RGB) or an HWC/CHW array -> ``[3, H, W]`` float32
+    times ``rescale_factor`` (``None``: values kept).
 
     The scaling divides by ``1 / rescale_factor``, so the default is ``ToTensor``'s ``x / 255`` to the bit.
+    Images of more than 8 bits are refused (:func:`check_8_bit`) when rescaling, never whitened.
     """
+    check_8_bit(image, rescale=rescale_factor is not None)
     if hasattr(image, "getbands"):  # PIL; np.array copies, so the tensor owns writable memory
         image = np.array(image.convert("RGB") if image.mode != "RGB" else image)
     tensor = torch.as_tensor(image)

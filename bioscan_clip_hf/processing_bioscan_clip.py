@@ -36,7 +36,7 @@ from typing import Any
 from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 
 from .configuration_bioscan_clip import BioscanClipConfig
-from .image_processing_bioscan_clip import BioscanClipImageProcessor
+from .image_processing_bioscan_clip import BioscanClipImageProcessor, check_8_bit
 from .tokenization_barcode import BarcodeKmerTokenizer
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
@@ -85,20 +85,26 @@ def default_text_vocab_dir() -> Path:
 
 
 def _open_image(item: Any, index: int) -> Any:
-    """Decode one image input; paths and PIL images are loaded fully so corrupt files fail here."""
+    """Decode one image input; paths and PIL images are loaded fully so corrupt files fail here, and
+    16-bit, 32-bit and float images are refused (``check_8_bit``) rather than clipped white."""
     from PIL import Image
 
+    source = f" ({item})" if isinstance(item, (str, os.PathLike)) else ""
     try:
         if isinstance(item, (str, os.PathLike)):
-            with Image.open(item) as image:
-                image.load()
-                return image.convert("RGB")
-        if isinstance(item, Image.Image):
+            with Image.open(item) as opened:
+                opened.load()
+                image = opened.copy()  # kept once the file is closed
+        elif isinstance(item, Image.Image):
             item.load()
-            return item.convert("RGB") if item.mode != "RGB" else item
+            image = item
+        else:
+            image = None
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        source = f" ({item})" if isinstance(item, (str, os.PathLike)) else ""
         raise ValueError(f"Could not decode the image at index {index}{source}: {error}") from error
+    if image is not None:
+        check_8_bit(image, name=f"the image at index {index}{source}")
+        return image.convert("RGB") if image.mode != "RGB" else image
     if hasattr(item, "shape"):  # numpy array or torch tensor, passed to the image processor as is
         return item
     raise TypeError(f"Image at index {index} is a {type(item).__name__}; give a path, a PIL image or an array")

@@ -14,13 +14,15 @@ Everything derives from one seed, with no download:
 Splits follow BIOSCAN-5M and the paper's rules (``bioscan_clip_hf.data.splits``): labelled
 species split into seen/unseen; ``pretrain`` holds records without species labels (some without a
 genus) from seen species and from species that exist only there; ``other_heldout`` holds a few
-labelled species that are used nowhere else.
+labelled species that are used nowhere else. ``layout="bioscan1m"`` keeps the seen-species keys in
+a ``key_seen`` split of their own, as a BIOSCAN-1M (CLIBD partitioning) build does; the records are
+the same in both layouts.
 
 Example:
     >>> from bioscan_clip_hf.synthetic import generate_synthetic_dataset
     >>> folder = generate_synthetic_dataset("demo_data", size="tiny", seed=0)  # doctest: +SKIP
 
-Command line: ``python -m bioscan_clip_hf.synthetic --out DIR --size demo|tiny --seed 0``.
+Command line: ``python -m bioscan_clip_hf.synthetic --out DIR --size demo|tiny --seed 0 [--layout bioscan1m]``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class SyntheticSize:
     pretrain_only_species: int
     heldout_species: int
 
+
+LAYOUTS: dict[str, str] = {"bioscan5m": "train", "bioscan1m": "key_seen"}
+"""Split layouts -> the split that holds the seen-species keys (``data.schema.key_splits``)."""
 
 SIZES: dict[str, SyntheticSize] = {
     "tiny": SyntheticSize(3, 2, 2, (3, 3), (3, 9, 5.0), 40, 3, 2),
@@ -461,8 +466,12 @@ def _records_per_species(size: SyntheticSize, rng: np.random.Generator) -> int:
     return int(np.clip(low + rng.geometric(1 / max(mean - low + 1, 1.0)) - 1, low, high))
 
 
-def generate_synthetic_records(size: str = "demo", seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
+def generate_synthetic_records(
+    size: str = "demo", seed: int = 0, progress: bool = True, layout: str = "bioscan5m"
+) -> list[dict[str, Any]]:
     """Generate the records (schema columns, image as JPEG bytes) without writing anything.
+
+    ``layout``: ``bioscan5m`` (seen-species keys in ``train``) or ``bioscan1m`` (in ``key_seen``).
 
     Example:
         >>> records = generate_synthetic_records("tiny", seed=0, progress=False)  # doctest: +SKIP
@@ -470,6 +479,8 @@ def generate_synthetic_records(size: str = "demo", seed: int = 0, progress: bool
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     spec = SIZES[size]
     rng = np.random.default_rng(seed)
     orders = build_tree(spec, rng)
@@ -484,7 +495,7 @@ def generate_synthetic_records(size: str = "demo", seed: int = 0, progress: bool
     plan: list[tuple[Taxon, str | None, int]] = []  # (species, split or None = decided later, label level)
     for species in labelled_species:
         plan += [(species, None, 4)] * _records_per_species(spec, rng)
-    splits = assign_paper_splits([s.name for s, _, _ in plan], seed=seed)
+    splits = assign_paper_splits([s.name for s, _, _ in plan], seed=seed, seen_keys_split=LAYOUTS[layout])
     plan = [(s, split, level) for (s, _, level), split in zip(plan, splits)]
     seen = sorted({s.name for s, split, _ in plan if split in ("train", "val", "test")})
     seen_species = [s for s in labelled_species if s.name in set(seen)]
@@ -524,8 +535,10 @@ def generate_synthetic_records(size: str = "demo", seed: int = 0, progress: bool
     return records
 
 
-def generate_synthetic_dataset(out_dir: str | Path, size: str = "demo", seed: int = 0) -> Path:
+def generate_synthetic_dataset(out_dir: str | Path, size: str = "demo", seed: int = 0, layout: str = "bioscan5m") -> Path:
     """Generate the synthetic set and write it as a BIOSCAN Parquet folder; return the folder.
+
+    ``layout``: where the seen-species keys go (``bioscan5m``: ``train``; ``bioscan1m``: ``key_seen``).
 
     The folder has ``data/{split}-00000-of-00001.parquet``, ``build_report.json`` and a dataset
     card labelled synthetic. ``load_bioscan(folder, split=...)`` reads it.
@@ -534,15 +547,18 @@ def generate_synthetic_dataset(out_dir: str | Path, size: str = "demo", seed: in
         >>> from bioscan_clip_hf.data import load_bioscan
         >>> ds = load_bioscan(generate_synthetic_dataset("demo_data", "tiny"), split="train")  # doctest: +SKIP
     """
-    records = generate_synthetic_records(size, seed)
+    records = generate_synthetic_records(size, seed, layout=layout)
     by_split: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_split.setdefault(record["split"], []).append(record)
-    report = BuildReport("synthetic", parameters={"size": size, "seed": seed})
+    # The default layout is not recorded, so folders built before layouts existed still resume.
+    extra = {} if layout == "bioscan5m" else {"layout": layout}
+    report = BuildReport("synthetic", parameters={"size": size, "seed": seed, **extra})
+    option = "" if layout == "bioscan5m" else f" --layout {layout}"
     return run_build(
         by_split, out_dir, report, verify_images=False, shard_size=max(len(records), 1),
         card={"source": "synthetic", "seed": seed,
-              "provenance": f"`python -m bioscan_clip_hf.synthetic --out DIR --size {size} --seed {seed}`"},
+              "provenance": f"`python -m bioscan_clip_hf.synthetic --out DIR --size {size} --seed {seed}{option}`"},
     )
 
 
@@ -555,8 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--size", default="demo", choices=sorted(SIZES), help="tiny (tests) or demo")
     parser.add_argument("--seed", type=int, default=0, help="random seed (the output is a function of it)")
+    parser.add_argument("--layout", default="bioscan5m", choices=sorted(LAYOUTS),
+                        help="bioscan5m (default): seen-species keys in train; bioscan1m: in key_seen")
     args = parser.parse_args(argv)
-    folder = generate_synthetic_dataset(args.out, size=args.size, seed=args.seed)
+    folder = generate_synthetic_dataset(args.out, size=args.size, seed=args.seed, layout=args.layout)
     counts = json.loads((folder / "build_report.json").read_text())["counts"]
     print(f"wrote {sum(counts.values())} synthetic records to {folder}: {counts}", file=sys.stderr)
     return 0

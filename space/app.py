@@ -9,7 +9,8 @@ taxon the library lacks. All model, search, probability and novelty logic lives 
 Settings (environment variables; command-line flags override them):
 
 * ``BIOSCAN_CLIP_MODEL``: model folder or Hub id. Default: ``outputs/demo/model`` (what
-  ``make demo`` writes) when run from a checkout, ``bioscan-ml/bioscan-clip-demo`` on a Space.
+  ``make demo`` writes) when run from a checkout; on a Space, the model repo the Space's README names
+  (``models:``, the repo ``preload_from_hub`` fetches).
 * ``BIOSCAN_CLIP_BANK``: key-bank folder or Hub id. Default: the ``key_bank/`` inside the model.
 * ``BIOSCAN_CLIP_REVISION``: Hub revision (commit) of the model and bank repos.
 * ``BIOSCAN_CLIP_REFERENCE_DATA``: the data set (folder or Hub id) the key bank was built from;
@@ -59,7 +60,6 @@ APP_DIR = Path(__file__).resolve().parent
 REPO_ROOT = APP_DIR.parent
 DEFAULT_LOCAL_MODEL = REPO_ROOT / "outputs" / "demo" / "model"
 DEFAULT_LOCAL_DATA = REPO_ROOT / "outputs" / "demo" / "data"
-DEFAULT_HUB_MODEL = "bioscan-ml/bioscan-clip-demo"
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "data" / "bioscan1m-images"
 EXAMPLES_DIR = APP_DIR / "examples"
 
@@ -614,12 +614,23 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, got {value!r}") from None
 
 
+def readme_model() -> str:
+    """The model repo this Space's README names (``models:``): one place for the pusher to set it, the
+    one ``preload_from_hub`` fetches at build time."""
+    from huggingface_hub import metadata_load
+
+    models = (metadata_load(APP_DIR / "README.md") or {}).get("models") or []
+    if not models:
+        raise SystemExit(f"{APP_DIR / 'README.md'} names no model (`models:`); set BIOSCAN_CLIP_MODEL")
+    return str(models[0])
+
+
 def resolve_settings(args: argparse.Namespace) -> SpaceSettings:
     """Model and bank from flags, else the environment, else the demo folder (the Hub repo on a Space)."""
     model = args.model or os.environ.get("BIOSCAN_CLIP_MODEL")
     if not model:
         if os.environ.get("SPACE_ID"):  # set by Hugging Face Spaces
-            model = DEFAULT_HUB_MODEL
+            model = readme_model()
         elif DEFAULT_LOCAL_MODEL.is_dir():
             model = str(DEFAULT_LOCAL_MODEL)
         else:

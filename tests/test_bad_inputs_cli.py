@@ -220,6 +220,16 @@ def test_hub_id_is_announced(paths, tmp_path, capsys, monkeypatch):
     assert rc == 2 and err[0] == "bioscan-clip: loading bioscan-ml/tiny from the Hub"
     assert len(err) == 2 and "was built with model weights 0000000000000000" in err[1]  # it got as far as the bank
 
+    # Without --bank, the key_bank/ shipped in the Hub repo is used, as ZeroShotClassifier.from_pretrained does.
+    shutil.copytree(paths["bank"], repo / "snapshots" / ("0" * 40) / "key_bank")
+    out = tmp_path / "pred.csv"
+    rc, err = run(["predict", paths["fasta"], "--model", "bioscan-ml/tiny", "--output", out, "--no-progress",
+                   "--device", "cpu"], capsys)
+    assert rc == 0, err
+    assert set(pd.read_csv(out)["species"]) <= {f"Aedes s{i}" for i in range(6)}  # the bundled bank's species
+    rc, err = run(["list-taxa", "--model", "bioscan-ml/tiny", "--format", "csv", "--output", tmp_path / "taxa.csv"], capsys)
+    assert rc == 0 and len(pd.read_csv(tmp_path / "taxa.csv")) == 6
+
 
 def test_every_row_failed_is_exit_2_with_the_rows_written(paths, tmp_path, capsys):
     fasta = tmp_path / "junk.fasta"

@@ -187,6 +187,33 @@ def test_bad_images_name_the_index_and_file(tiny_processor, tmp_path, real_photo
         tiny_processor(images=[3])
 
 
+def test_images_of_more_than_8_bits_are_refused_never_whitened(tiny_processor, tmp_path):
+    """PIL's convert("RGB") clips 16-bit / 32-bit / float pixels to 255: such images are refused with the
+    mode and the one converter that scales them (specimens.load_image), from a path, a PIL image or an array."""
+    from bioscan_clip_hf.image_processing_bioscan_clip import to_float_tensor
+    from bioscan_clip_hf.zero_shot.specimens import load_image
+
+    mid_gray = np.full((8, 8), 30000, dtype=np.uint16)
+    tiff = tmp_path / "sixteen.tif"
+    Image.fromarray(mid_gray).save(tiff)
+    assert Image.open(tiff).mode.startswith("I;16") and Image.open(tiff).convert("RGB").getpixel((0, 0)) == (255,) * 3
+    for item, words in [(str(tiff), "mode 'I;16"), (Image.fromarray(mid_gray.astype(np.int32)), "mode 'I'"),
+                        (Image.fromarray(mid_gray.astype(np.float32)), "mode 'F'"), (mid_gray, "type uint16")]:
+        with pytest.raises(ValueError, match=f"{words}.*bioscan_clip_hf.zero_shot.specimens.load_image"):
+            tiny_processor(images=[item])
+    with pytest.raises(ValueError, match=r"index 0 \(.*sixteen.tif\) has PIL mode"):
+        tiny_processor(images=[str(tiff)])
+    with pytest.raises(ValueError, match="type int64"):
+        to_float_tensor(torch.full((3, 4, 4), 300))
+    # What the refusal points to: scaled by the 16-bit range (30000 / 65535 * 255 = 117), then processed as usual.
+    converted = load_image(tiff)
+    assert converted.getpixel((0, 0)) == (117,) * 3
+    ip = tiny_processor.image_processor
+    expected = (torch.tensor(117 / 255) - torch.tensor(ip.image_mean)) / torch.tensor(ip.image_std) if ip.do_normalize \
+        else torch.full((3,), 117 / 255)
+    torch.testing.assert_close(tiny_processor(images=[converted])["pixel_values"][0, :, 0, 0], expected.float())
+
+
 def test_other_bad_inputs(tiny_processor):
     with pytest.raises(ValueError, match="at least one"):
         tiny_processor()

@@ -9,7 +9,8 @@ import datasets
 import pytest
 from huggingface_hub import DatasetCard
 
-from bioscan_clip_hf.data import SCHEMA_COLUMNS, SPLITS, add_push_dataset_parser, load_bioscan, push_dataset
+from bioscan_clip_hf.data import SCHEMA_COLUMNS, add_push_dataset_parser, load_bioscan, push_dataset
+from bioscan_clip_hf.data.schema import BIOSCAN5M_SPLITS as SPLITS  # the synthetic set's layout
 
 
 def test_card_metadata(synthetic_tiny_dir):
@@ -32,7 +33,8 @@ def test_card_metadata(synthetic_tiny_dir):
     assert info.dataset_size == sum(split.num_bytes for split in info.splits.values())
     assert info.download_size == sum(p.stat().st_size for p in (synthetic_tiny_dir / "data").glob("*.parquet"))
     assert "Synthetic data" in card.text and "@inproceedings{gong2025clibd" in card.text
-    assert "| `key_unseen` |" in card.text
+    assert "| `key_unseen` |" in card.text and "Evaluation keys (CLIBD's `all_keys`) are `train` + `key_unseen`" in card.text
+    assert "`key_seen`" not in card.text.split("## Columns")[0]  # no BIOSCAN-1M note on a BIOSCAN-5M layout
 
 
 def test_push_dry_run_uploads_a_folder_that_loads_offline(synthetic_tiny_dir, tmp_path):

@@ -18,6 +18,7 @@ from PIL import Image
 from bioscan_clip_hf.data import (
     build_bioscan1m_dataset,
     build_bioscan5m_dataset,
+    dataset_key_splits,
     load_bioscan,
     read_clibd_partition,
 )
@@ -183,6 +184,9 @@ def test_5m_bad_metadata_is_named(tmp_path, release_5m):
     bad_split.write_text(metadata.read_text().replace(",val_unseen,", ",validation_unseen,"))
     with pytest.raises(ValueError, match=r"line 10: unknown split 'validation_unseen'; valid splits are: pretrain"):
         build_bioscan5m_dataset(bad_split, images, tmp_path / "out")
+    bad_split.write_text(metadata.read_text().replace(",val_unseen,", ",key_seen,"))  # BIOSCAN-1M's, not a 5M split
+    with pytest.raises(ValueError, match=r"line 10: unknown split 'key_seen'; valid splits are: pretrain, train, val, test, key_unseen"):
+        build_bioscan5m_dataset(bad_split, images, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="cropped_256"):
         build_bioscan5m_dataset(metadata, [tmp_path], tmp_path / "out")
 
@@ -200,6 +204,7 @@ ROWS_1M = [
     ("BIOUG001-A09", "P009", "Hemiptera", "Miridae", "Lygus", "Lygus vanduzeei", "ACGT" * 160, 3, "test_unseen_keys", True),
     ("BIOUG001-A10", "P010", "Hemiptera", "Miridae", "Lygus", "Lygus solo", "ACGT" * 160, 3, "single_species", True),
     ("BIOUG001-A11", "P011", "Hemiptera", "Miridae", "Lygus", "Lygus solo", "ACGT" * 160, 3, "", True),
+    ("BIOUG001-A12", "P012", "Diptera", "Cecidomyiidae", "Aphidoletes", "Aphidoletes aphidimyza", "ACGT" * 160, 2, "test_seen", True),
 ]
 COLUMNS_1M = ["sampleid", "processid", "uri", "name", "phylum", "class", "order", "family", "subfamily", "tribe",
               "genus", "species", "subspecies", "nucraw", "image_file", "large_diptera_family", "chunk_number"]
@@ -248,9 +253,15 @@ def test_1m_build_maps_clibd_partition_onto_bioscan5m_splits(release_1m, tmp_pat
     out = build_bioscan1m_dataset(metadata, [images], archive, tmp_path / "out", shard_size=3)
     records = _all_records(out, tmp_path)
     assert {pid: r["split"] for pid, r in records.items()} == {
-        "P001": "pretrain", "P002": "train", "P003": "train", "P004": "val", "P006": "val_unseen",
-        "P007": "key_unseen", "P008": "test_unseen", "P009": "key_unseen", "P010": "pretrain",
+        "P001": "pretrain", "P002": "train", "P003": "key_seen", "P004": "val", "P006": "val_unseen",
+        "P007": "key_unseen", "P008": "test_unseen", "P009": "key_unseen", "P010": "pretrain", "P012": "test",
     }
+    # The original's protocol: it trains on no_split + train_seen and evaluates against all_keys =
+    # seen_keys + val/test_unseen_keys. The seen_keys record P003 is a key and never training data.
+    assert dataset_key_splits(out) == ["key_seen", "key_unseen"]
+    keys = load_bioscan(out, split=dataset_key_splits(out), cache_dir=tmp_path / "cache", decode_images=False)
+    training = load_bioscan(out, split=["pretrain", "train"], cache_dir=tmp_path / "cache", decode_images=False)
+    assert sorted(keys["processid"]) == ["P003", "P007", "P009"] and "P003" not in training["processid"]
     assert records["P001"]["genus"] is None and records["P001"]["species"] is None  # not_classified -> None
     assert records["P002"]["subfamily"] is None and records["P002"]["dna_barcode"] == LONG_BARCODE
     assert records["P002"]["dna_bin"] == "BOLD:B0001"
@@ -260,10 +271,18 @@ def test_1m_build_maps_clibd_partition_onto_bioscan5m_splits(release_1m, tmp_pat
     assert dropped == {"missing_image": ["P005"], "not_in_partition": ["P011"]}
     card = DatasetCard.load(out / "README.md")
     declared = [f["split"] for f in card.data.configs[0]["data_files"]]
-    assert card.data.license == "cc-by-nc-sa-4.0" and declared == ["pretrain", "train", "val", "key_unseen",
-                                                                    "val_unseen", "test_unseen"]
+    assert card.data.license == "cc-by-nc-sa-4.0" and declared == ["pretrain", "train", "val", "test", "key_seen",
+                                                                    "key_unseen", "val_unseen", "test_unseen"]
+    assert "are `key_seen` + `key_unseen`" in card.text and "| `key_seen` | 1 | keys for seen species (never trained on) |" in card.text
+    assert "`seen_keys` -> `key_seen`" in card.text and "split=[\"key_seen\", \"key_unseen\"]" in card.text
     folder_build = build_bioscan1m_dataset(metadata, [images], partition, tmp_path / "out2", shard_size=3)
     assert _all_records(folder_build, tmp_path) == records
+
+    # A BIOSCAN-1M folder built before key_seen existed (its seen keys inside train) is refused, not misread.
+    for shard in (folder_build / "data").glob("key_seen-*.parquet"):
+        shard.unlink()
+    with pytest.raises(ValueError, match="BIOSCAN-1M build without a key_seen split.*rebuild it"):
+        dataset_key_splits(folder_build)
 
 
 def test_1m_partition_errors(release_1m, tmp_path):

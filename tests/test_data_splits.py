@@ -17,10 +17,12 @@ from bioscan_clip_hf.data import (
     assign_paper_splits,
     build_realcoi_dataset,
     check_splits,
+    dataset_key_splits,
+    key_splits,
     load_bioscan,
     record_taxonomy_text,
 )
-from bioscan_clip_hf.data.schema import normalise_value
+from bioscan_clip_hf.data.schema import BIOSCAN5M_SPLITS, normalise_value
 
 
 def _species_by_split(species, splits):
@@ -51,12 +53,19 @@ def test_paper_split_rules_on_a_constructed_set():
     assert assign_paper_splits(species, seed=3) == splits
     assert assign_paper_splits(species, seed=4) != splits
 
+    # The BIOSCAN-1M layout: the same draws, the seen keys relabelled from train to key_seen (never trained on).
+    layout_1m = assign_paper_splits(species, seed=3, seen_keys_split="key_seen")
+    assert {(a, b) for a, b in zip(splits, layout_1m) if a != b} == {("train", "key_seen")}
+    by_1m = _species_by_split(species, layout_1m)
+    assert by_1m["val"] | by_1m["test"] <= by_1m["key_seen"] <= by_1m["train"]
+    assert key_splits(layout_1m) == ["key_seen", "key_unseen"] and key_splits(splits) == ["train", "key_unseen"]
+
 
 def test_split_names_and_schema_helpers():
     assert check_splits(["train", "key_unseen"]) == ["train", "key_unseen"]
-    with pytest.raises(ValueError, match="'validation'.*valid splits are: pretrain, train, val, test, key_unseen"):
+    with pytest.raises(ValueError, match="'validation'.*valid splits are: pretrain, train, val, test, key_seen, key_unseen"):
         check_splits(["train", "validation"])
-    assert RANKS == ("order", "family", "genus", "species") and len(SPLITS) == 8
+    assert RANKS == ("order", "family", "genus", "species") and len(SPLITS) == 9
     assert list(FEATURES) == list(SCHEMA_COLUMNS) and isinstance(FEATURES["image"], datasets.Image)
     for missing in (None, math.nan, "", " not_classified ", "NaN"):
         assert normalise_value(missing) is None
@@ -110,7 +119,10 @@ def test_load_bioscan_split_selection(synthetic_tiny_dir, tmp_path):
     assert isinstance(keys, datasets.Dataset) and len(keys) == len(train) + len(key_unseen)
     assert keys["split"] == ["train"] * len(train) + ["key_unseen"] * len(key_unseen)
     every = load_bioscan(synthetic_tiny_dir, cache_dir=cache)
-    assert isinstance(every, datasets.DatasetDict) and list(every) == list(SPLITS)
+    assert isinstance(every, datasets.DatasetDict) and list(every) == list(BIOSCAN5M_SPLITS)
+    # The evaluation keys of a BIOSCAN-5M-layout set, whichever way the data set is given.
+    assert dataset_key_splits(synthetic_tiny_dir) == dataset_key_splits(every) == ["train", "key_unseen"]
+    assert dataset_key_splits(keys) == ["train", "key_unseen"]
     stream = load_bioscan(synthetic_tiny_dir, split=["val", "test"], streaming=True, cache_dir=cache)
     assert isinstance(stream, datasets.IterableDataset)
     assert len(list(stream)) == len(every["val"]) + len(every["test"])

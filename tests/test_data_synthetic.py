@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from bioscan_clip_hf.data import SCHEMA_COLUMNS, SPLITS, load_bioscan
+from bioscan_clip_hf.data.schema import BIOSCAN5M_SPLITS
 from bioscan_clip_hf.synthetic import generate_synthetic_records
 
 
@@ -107,7 +108,7 @@ def test_schema_and_split_rules(records):
     by_split = defaultdict(list)
     for r in records:
         by_split[r["split"]].append(r)
-    assert set(by_split) == set(SPLITS)
+    assert set(by_split) == set(BIOSCAN5M_SPLITS)  # the default layout: seen keys inside train
     species = {split: {r["species"] for r in rows} for split, rows in by_split.items()}
     assert species["pretrain"] == {None}  # like BIOSCAN-5M: species unknown
     assert any(r["genus"] is None for r in by_split["pretrain"])
@@ -151,5 +152,5 @@ def test_command_line(tmp_path, capsys):
 
     out = tmp_path / "syn"
     assert main(["--out", str(out), "--size", "tiny", "--seed", "0"]) == 0
-    assert sorted(p.name.split("-")[0] for p in (out / "data").glob("*.parquet")) == sorted(SPLITS)
+    assert sorted(p.name.split("-")[0] for p in (out / "data").glob("*.parquet")) == sorted(BIOSCAN5M_SPLITS)
     assert "synthetic records" in capsys.readouterr().err

@@ -123,6 +123,20 @@ def test_decoded_and_lazy_images_collate_the_same(tiny_processor, synthetic_tiny
     assert torch.equal(lazy, eager)
 
 
+def test_images_of_more_than_8_bits_are_rescaled_not_whitened(tiny_processor, train_records):
+    """A 16-bit PNG (bytes, as a data set stores it) or an already decoded 16-bit PIL image is scaled by its
+    range (specimens.load_image) and collates like its 8-bit equivalent; PIL's convert would give white."""
+    sixteen = Image.fromarray(np.full((48, 64), 30000, dtype=np.uint16))
+    buffer = io.BytesIO()
+    sixteen.save(buffer, format="PNG")
+    eight = Image.new("RGB", (64, 48), (117,) * 3)  # 30000 / 65535 * 255
+    records = [{**train_records[0], "image": image} for image in
+               ({"bytes": buffer.getvalue(), "path": "x.png"}, sixteen, eight)]
+    pixels = BioscanCollator(tiny_processor, modalities=("image", "dna"))(records)["pixel_values"]
+    assert torch.equal(pixels[0], pixels[2]) and torch.equal(pixels[1], pixels[2])
+    assert not torch.equal(pixels[0], tiny_processor(images=[sixteen.convert("RGB")])["pixel_values"][0])
+
+
 def test_dna_text_only_and_missing_inputs(tiny_processor, train_records):
     dna_only = [dict(r, image=None) for r in train_records]
     batch = BioscanCollator(tiny_processor, modalities=("dna", "text"))(dna_only)

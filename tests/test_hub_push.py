@@ -66,6 +66,21 @@ def test_dry_run_stages_exactly_the_publishable_files(tmp_path, model_folder, ca
     # AutoModel, AutoProcessor and the pipeline is tested by tests/test_core_hub.py on a folder staged the same way.
 
 
+def test_staging_appears_complete_or_not_at_all(tmp_path, model_folder, monkeypatch):
+    """A failure while staging (here: rendering the card, after every other file was copied) leaves no
+    partial staging folder a later upload could take for the model, nor temporary files beside it."""
+    from bioscan_clip_hf import hub
+
+    def broken_card(*args, **kwargs):
+        raise RuntimeError("card rendering failed")
+
+    monkeypatch.setattr(hub, "render_model_card", broken_card)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(RuntimeError, match="card rendering failed"):
+        hub.stage_model_folder(model_folder, tmp_path / "out" / "staging", "my-org/x")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 class RecordingApi:
     """Stands in for huggingface_hub.HfApi: records calls, remembers what each upload contained."""
 

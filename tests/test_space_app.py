@@ -373,6 +373,31 @@ def test_space_missing_default_model_message(tmp_path, monkeypatch):
         app.main([])
 
 
+def test_space_installs_this_project_and_names_no_one_elses_repo(monkeypatch):
+    """requirements.txt lists the package's dependencies as pyproject.toml gives them (the package itself
+    ships as source beside app.py: the Space builder installs requirements before copying the repo) and
+    installs nothing from another organisation's URL; on a Space the page loads the model the README names."""
+    import tomllib
+    from argparse import Namespace
+
+    from huggingface_hub import metadata_load
+
+    lines = [line.strip() for line in (REPO / "space" / "requirements.txt").read_text().splitlines()]
+    requirements = [line for line in lines if line and not line.startswith(("#", "--"))]
+    assert not any("@" in line or "git+" in line or "bioscan-clip-hf" in line for line in requirements)
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {d for d in dependencies if not d.startswith("torch")} <= set(requirements)
+    assert "torch==2.13.0" in requirements and any(line.startswith("gradio==") for line in requirements)
+
+    app = _load_app()
+    readme = metadata_load(REPO / "space" / "README.md")
+    assert readme["models"] == ["YOUR-ORG/bioscan-clip-demo"] == readme["preload_from_hub"]  # the pusher's to fill in
+    monkeypatch.delenv("BIOSCAN_CLIP_MODEL", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/some-space")
+    assert app.resolve_settings(Namespace(model=None, bank=None)).model == "YOUR-ORG/bioscan-clip-demo"
+    assert "bioscan-ml" not in (REPO / "space" / "README.md").read_text() + (REPO / "space" / "app.py").read_text()
+
+
 # -- a real browser ----------------------------------------------------------------------------
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (make system-deps)")
 

@@ -3,6 +3,7 @@ of the recipe that starts from a pre-trained DNA tower."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -15,22 +16,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def realcoi_result(shared_data_dir, tmp_path_factory):
-    """The pre-trained-tower recipe (a tiny tower pre-trained for 2 steps here), so the run scores all
+    """The pre-trained-tower recipe (a tiny tower pre-trained for 1 step here), so the run scores all
     four models: trained, its pre-trained start, untrained and the 5-mer baseline."""
     from training.pretrain_dna import main as pretrain_main
 
     work = tmp_path_factory.mktemp("realcoi")
     tsv = shared_data_dir / "real-coi" / "coi_insecta.tsv"
-    tower = work / "tower"  # pre-trained on the TSV itself: this test checks the mechanics, not the honesty rule
-    pretrain_main(["--corpus", str(tsv), "--output_dir", str(tower), "--model_preset", "tiny", "--max_train_steps", "2",
+    # 32 barcodes of the TSV itself: this test checks the mechanics, not the honesty rule.
+    with open(tsv, newline="") as f:
+        barcodes = list(dict.fromkeys(row["dna_barcode"] for row in csv.DictReader(f, delimiter="\t")))[:32]
+    corpus = work / "corpus.fasta"
+    corpus.write_text("".join(f">b{i}\n{b}\n" for i, b in enumerate(barcodes)))
+    tower = work / "tower"
+    pretrain_main(["--corpus", str(corpus), "--output_dir", str(tower), "--model_preset", "tiny", "--max_train_steps", "1",
                    "--validation_fraction", "0", "--disable_tqdm"])
     out = work / "result.json"
-    code = main(["--tsv", str(tsv), "--split-seeds", "1", "2", "--work", str(work / "runs"), "--out", str(out),
-                 "--config", str(REPO / "training" / "configs" / "realcoi_dna_text_pretrained.yaml"),
-                 f"--train-override=--dna_init={tower}", "--train-override=--model_preset=tiny",
-                 "--train-override=--max_train_steps=3", "--train-override=--eval_every=0"])
-    assert code == 0
-    return json.loads(out.read_text()), out
+    args = ["--tsv", str(tsv), "--split-seeds", "1", "2", "--work", str(work / "runs"), "--out", str(out),
+            "--config", str(REPO / "training" / "configs" / "realcoi_dna_text_pretrained.yaml"),
+            f"--train-override=--dna_init={tower}", "--train-override=--model_preset=tiny",
+            "--train-override=--max_train_steps=2", "--train-override=--eval_every=0",
+            # one query split: the saved key bank is not calibrated (training's tests cover that)
+            "--train-override=--eval_query_splits=val"]
+    assert main(args) == 0
+    return json.loads(out.read_text()), out, args
 
 
 def test_a_pretrained_recipe_is_also_scored_unaligned(realcoi_result):
@@ -46,7 +54,7 @@ def test_a_pretrained_recipe_is_also_scored_unaligned(realcoi_result):
 
 @pytest.mark.parametrize("protocol", list(PROTOCOLS))
 def test_queries_of_every_split_are_pooled_and_paired(realcoi_result, protocol):
-    result, _ = realcoi_result
+    result, _, _ = realcoi_result
     summary, splits = result["summary"], result["splits"]
     assert summary["split_seeds"] == [1, 2]
     for group in ("seen", "unseen"):
@@ -70,7 +78,7 @@ def test_queries_of_every_split_are_pooled_and_paired(realcoi_result, protocol):
 
 
 def test_novel_species_keys_hold_no_record_of_the_query_species(realcoi_result):
-    result, _ = realcoi_result
+    result, _, _ = realcoi_result
     novel = [q["novel_species"] for q in result["summary"]["queries"] if q["group"] == "unseen"]
     species = [q["species"] for q in result["summary"]["queries"] if q["group"] == "unseen"]
     for model in MODELS:
@@ -82,7 +90,7 @@ def test_novel_species_keys_hold_no_record_of_the_query_species(realcoi_result):
 
 
 def test_each_split_holds_out_other_species_and_the_plot_is_written(realcoi_result):
-    result, out = realcoi_result
+    result, out, _ = realcoi_result
     queries = result["summary"]["queries"]
     unseen = {seed: {q["species"] for q in queries if q["split_seed"] == seed and q["group"] == "unseen"} for seed in (1, 2)}
     assert unseen[1] and unseen[2] and unseen[1] != unseen[2]
@@ -90,6 +98,29 @@ def test_each_split_holds_out_other_species_and_the_plot_is_written(realcoi_resu
         ids = [q["processid"] for q in queries if q["split_seed"] == seed]
         assert len(ids) == len(set(ids))
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_finished_split_is_reused_and_another_recipe_refused(realcoi_result, capsys):
+    _, out, args = realcoi_result
+    from training.arguments import ConfigError
+    from training.realcoi_eval import train_split
+
+    config = Path(args[args.index("--config") + 1])
+    overrides = [a for a in args if a.startswith("--train-override=")]
+    overrides = [a.split("=", 1)[1] for a in overrides]
+    split = Path(args[args.index("--work") + 1]) / "split1"
+    model = split / "run" / "best_model"
+    before = (model / "model.safetensors").stat().st_mtime_ns
+    assert train_split(config, split / "data", split / "run", overrides) == model
+    assert "finished earlier with this recipe; reused" in capsys.readouterr().err
+    assert (model / "model.safetensors").stat().st_mtime_ns == before  # not trained again
+    with pytest.raises(ConfigError, match="trained with another recipe"):
+        train_split(config, split / "data", split / "run", [*overrides, "--learning_rate=1e-4"])
+    stranger = split.parent / "split99" / "run"  # a folder with files this script did not record
+    stranger.mkdir(parents=True)
+    (stranger / "train_config.yaml").write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match="did not record"):
+        train_split(config, split / "data", stranger, overrides)
 
 
 def test_missing_tsv_is_named(tmp_path, capsys):

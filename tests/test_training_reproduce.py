@@ -8,10 +8,13 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
+from bioscan_clip_hf.data import load_bioscan
 from bioscan_clip_hf.metrics.taxonomic_accuracy.topk import harmonic_mean
 from bioscan_clip_hf.paper import PAPER_FILE, compare_with_paper, comparison_markdown, paper_table, plot_comparison
 from bioscan_clip_hf.taxonomy import RANKS
@@ -60,8 +63,10 @@ def test_paper_numbers_ship_as_package_data_with_their_source():
 # ------------------------------------------------------------------ the side-by-side table
 
 
-def _hand_made_results(offsets: dict[str, tuple[float, float]], aligned: str = "I+D+T") -> dict:
-    """Results with, per pair, the paper's seen / unseen values moved by the given offsets."""
+def _hand_made_results(offsets: dict[str, tuple[float, float]], aligned: str = "I+D+T",
+                       protocol_of: str = "clibd-bioscan1m") -> dict:
+    """Results with, per pair, the BIOSCAN-1M paper's seen / unseen values moved by the given offsets,
+    evaluated on the splits of ``protocol_of``'s table."""
     pairs = {}
     for pair, (d_seen, d_unseen) in offsets.items():
         pairs[pair] = {}
@@ -70,8 +75,8 @@ def _hand_made_results(offsets: dict[str, tuple[float, float]], aligned: str = "
             seen, unseen = paper["seen"] + d_seen, paper["unseen"] + d_unseen
             pairs[pair][rank] = {"seen_macro_top1": seen, "unseen_macro_top1": unseen,
                                  "hm_macro_top1": harmonic_mean(seen, unseen), "seen_micro_top1": 0.0}
-    return {"protocol": {"query_splits": ["test", "test_unseen"], "key_splits": ["train", "key_unseen"]},
-            "pairs": pairs}
+    protocol = paper_table(protocol_of)["protocol"]
+    return {"protocol": {key: protocol[key] for key in ("query_splits", "key_splits")}, "pairs": pairs}
 
 
 def test_side_by_side_table_on_a_hand_made_result(tmp_path):
@@ -105,7 +110,10 @@ def test_side_by_side_table_on_a_hand_made_result(tmp_path):
     assert all(r["difference"] == {"seen": 0.0, "unseen": 0.0, "hm": 0.0} for r in ida["rows"] if r["pair"] == "dna->dna")
     with pytest.raises(ValueError, match="query_splits"):
         compare_with_paper({**results, "protocol": {"query_splits": ["val", "val_unseen"],
-                                                    "key_splits": ["train", "key_unseen"]}}, "clibd-bioscan1m")
+                                                    "key_splits": ["key_seen", "key_unseen"]}}, "clibd-bioscan1m")
+    # BIOSCAN-1M's keys are CLIBD's seen_keys (key_seen), not a BIOSCAN-5M-style train + key_unseen.
+    with pytest.raises(ValueError, match=r"key_splits \['train', 'key_unseen'\].*\['key_seen', 'key_unseen'\]"):
+        compare_with_paper(_hand_made_results({"dna->dna": (0, 0)}, protocol_of="clibd-bioscan5m"), "clibd-bioscan1m")
     with pytest.raises(ValueError, match="reports I\\+D\\+T, none"):
         compare_with_paper(results, "clibd-bioscan5m", aligned="I+D")
     with pytest.raises(ValueError, match="no model aligning"):
@@ -117,7 +125,7 @@ def test_side_by_side_table_on_a_hand_made_result(tmp_path):
 
 
 def test_values_read_off_plots_are_marked():
-    results = _hand_made_results({"dna->dna": (0, 0)})  # 1M values, compared with the 5M readings
+    results = _hand_made_results({"dna->dna": (0, 0)}, protocol_of="clibd-bioscan5m")  # 1M values vs the 5M readings
     comparison = compare_with_paper(results, "clibd-bioscan5m", subject={"synthetic": True})
     species = next(r for r in comparison["rows"] if (r["rank"], r["pair"]) == ("species", "dna->dna"))
     assert species["paper"] == {"seen": 98, "unseen": 96, "hm": round(harmonic_mean(98, 96), 1)}
@@ -131,10 +139,12 @@ def test_values_read_off_plots_are_marked():
 
 
 @pytest.fixture(scope="module")
-def smoke_run(synthetic_tiny_dir, tmp_path_factory):
-    """``--smoke`` on the synthetic tiny set: every stage, training through a real ``accelerate launch``."""
-    out = tmp_path_factory.mktemp("reproduce") / "smoke"
-    argv = ["--paper", "clibd-bioscan1m", "--data", str(synthetic_tiny_dir), "--smoke", "--out", str(out), "--no-progress"]
+def smoke_run(tmp_path_factory):
+    """``--smoke``: the synthetic tiny set generated in the BIOSCAN-1M layout (seen keys in ``key_seen``),
+    every stage, training through a real ``accelerate launch``."""
+    root = tmp_path_factory.mktemp("reproduce")
+    out = root / "smoke"
+    argv = ["--paper", "clibd-bioscan1m", "--data", str(root / "data"), "--smoke", "--out", str(out), "--no-progress"]
     return argv, out, main(argv)
 
 
@@ -147,8 +157,20 @@ def test_smoke_runs_every_stage_and_fills_the_paper_columns(smoke_run):
     summary = json.loads((out / "train" / "train_summary.json").read_text())
     assert summary["global_step"] == 2 and (out / "train" / "best_model" / "model.safetensors").is_file()
 
+    # The original's BIOSCAN-1M protocol: trained on pretrain + train, keys key_seen + key_unseen (all_keys),
+    # for model selection, the saved key bank and the test evaluation alike; no key is ever a training record.
+    data = Path(argv[argv.index("--data") + 1])
+    assert summary["train_splits"] == ["pretrain", "train"]
+    config = yaml.safe_load((out / "train" / "train_config.yaml").read_text())
+    assert config["eval_key_splits"] == ["key_seen", "key_unseen"]
+    keys = load_bioscan(data, split=["key_seen", "key_unseen"], decode_images=False, cache_dir=data.parent / "cache")["processid"]
+    training = set(load_bioscan(data, split=["pretrain", "train"], decode_images=False, cache_dir=data.parent / "cache")["processid"])
+    bank = pd.read_parquet(out / "train" / "best_model" / "key_bank" / "keys.parquet")
+    assert sorted(bank["processid"]) == sorted(keys) and not training & set(keys)
+
     results = json.loads((out / "eval" / "results.json").read_text())
     assert results["protocol"]["query_splits"] == ["test", "test_unseen"]
+    assert results["protocol"]["key_splits"] == ["key_seen", "key_unseen"] and results["protocol"]["n_keys"] == len(keys)
     assert results["subject"]["synthetic"] is True and comparison["subject"] == results["subject"]
     assert comparison["aligned"] == "I+D+T" and len(comparison["rows"]) == 13 and not comparison["missing_pairs"]
     for row in comparison["rows"]:
@@ -157,7 +179,7 @@ def test_smoke_runs_every_stage_and_fills_the_paper_columns(smoke_run):
         assert row["ours"] == {g: round(measured[f"{g}_macro_top1"], 1) for g in GROUPS}
     assert json.loads((out / "comparison.json").read_text()) == comparison
     md = (out / "comparison.md").read_text()
-    assert "SYNTHETIC data" in md and "Smoke run" in md and "train_seen and seen_keys" in md
+    assert "SYNTHETIC data" in md and "Smoke run" in md and "single_species" in md
     with Image.open(out / "comparison.png") as image:
         assert image.format == "PNG"
 

@@ -27,10 +27,14 @@ def test_evaluate_model_all_pairs_and_outputs(tiny_model, tiny_processor, zerosh
             assert 0 <= rep["seen_macro_top1"] <= rep["seen_macro_top5"] <= 100
     # Image features separate genera perfectly on this data (colour = genus) -> 100% image->image genus.
     assert res["pairs"]["image->image"]["genus"]["seen_micro_top1"] == 100.0
-    # Every pair also reports the quality of the calibrated answer (cross-fitted on these val queries).
-    assert set(res["identification"]) == {p for p in res["pairs"] if not p.endswith("->text")}
-    for report in res["identification"].values():
+    # Every pair also reports the quality of the calibrated answer (cross-fitted on these val
+    # queries), and so do specimens with photo and barcode against the DNA and the image keys.
+    expected = {p for p in res["pairs"] if not p.endswith("->text")} | {"image+dna->dna", "image+dna->image"}
+    assert set(res["identification"]) == expected
+    for pair, report in res["identification"].items():
         assert report["calibration"]["cross_fitted"] and report["methods"]["nearest"]
+        query = pair.split("->")[0].replace("averaged", "image+dna").replace("concatenated", "image+dna")
+        assert set(report["methods"]["nearest"]) == {query}
     top1 = [v for pr in res["pairs"].values() for rep in pr.values() for key, v in rep.items()
             if key.endswith("_top1") and not key.startswith("hm_")]
     assert res["selection_score"] == pytest.approx(sum(top1) / len(top1))

@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bioscan_clip_hf.data import (
-    SPLITS,
     build_bioscan1m_dataset,
     build_bioscan5m_dataset,
     build_realcoi_dataset,
 )
-from bioscan_clip_hf.synthetic import SIZES, generate_synthetic_dataset
+from bioscan_clip_hf.data.schema import BIOSCAN5M_SPLITS
+from bioscan_clip_hf.synthetic import LAYOUTS, SIZES, generate_synthetic_dataset
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p5.add_argument("--metadata", required=True, type=Path, help="BIOSCAN_5M_Insect_Dataset_metadata.csv")
     p5.add_argument("--images", required=True, nargs="+", type=Path, help="image package folder(s) and/or zip(s)")
     p5.add_argument("--image-package", default="cropped_256", help="cropped_256 (default), original_256, cropped...")
-    p5.add_argument("--splits", nargs="+", choices=SPLITS, help="build only these splits")
+    p5.add_argument("--splits", nargs="+", choices=BIOSCAN5M_SPLITS, help="build only these splits")
     common(p5)
 
     p1 = sub.add_parser("bioscan1m", help="BIOSCAN-1M release + CLIBD partitioning -> Parquet")
@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     ps = sub.add_parser("synthetic", help="the synthetic set")
     ps.add_argument("--size", default="demo", choices=sorted(SIZES))
     ps.add_argument("--seed", type=int, default=0)
+    ps.add_argument("--layout", default="bioscan5m", choices=sorted(LAYOUTS),
+                    help="bioscan5m (default): seen-species keys in train; bioscan1m: in key_seen, as CLIBD's seen_keys")
     common(ps, sharded=False)
     return parser
 
@@ -84,7 +86,7 @@ def _build(args: argparse.Namespace) -> Path:
             num_proc=args.num_proc, keep_missing_images=args.keep_missing_images)
     if args.source == "realcoi":
         return build_realcoi_dataset(args.tsv, args.out, seed=args.seed)
-    return generate_synthetic_dataset(args.out, size=args.size, seed=args.seed)
+    return generate_synthetic_dataset(args.out, size=args.size, seed=args.seed, layout=args.layout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

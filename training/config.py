@@ -133,8 +133,10 @@ class TrainConfig:
     eval_start_epoch: int = HfArg(default=0, help="Skip evaluation for epochs <= this (original: 23 on BIOSCAN-1M, 10 on BIOSCAN-5M).")
     eval_query_splits: list[str] = HfArg(default_factory=lambda: ["val", "val_unseen"], help=(
         "Query splits of the evaluation: seen, then unseen (two splits also calibrate the saved bank's novelty flag)."))
-    eval_key_splits: list[str] = HfArg(default_factory=lambda: ["train", "key_unseen"], help=(
-        "Key splits of the evaluation and of the key bank saved with the best model."))
+    eval_key_splits: list[str] | None = HfArg(default=None, help=(
+        "Key splits of the evaluation and of the key bank saved with the best model; unset = the data set's "
+        "evaluation keys, the original's all_keys (key_seen + key_unseen for a BIOSCAN-1M build, else train + "
+        "key_unseen: bioscan_clip_hf.data.dataset_key_splits)."))
     eval_batch_size: int = HfArg(default=64, help="Batch size of the evaluation and of the key bank's embedding.")
     max_eval_samples: int | None = HfArg(default=None, help="Use at most N records of each evaluation query split.")
     key_bank_modality: Literal["image", "dna", "text"] | None = HfArg(default=None, help=(

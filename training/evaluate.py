@@ -1,7 +1,8 @@
 """Evaluate a saved model with the paper's zero-shot protocol (same as ``bioscan-clip eval``).
 
 Queries ``val``/``val_unseen`` (``--split val``) or ``test``/``test_unseen`` (``--split test``) against
-keys ``train`` + ``key_unseen``, every query -> key pair the model and data support; writes
+the data set's evaluation keys (``key_seen`` + ``key_unseen`` for a BIOSCAN-1M build, ``train`` +
+``key_unseen`` otherwise; ``--key-splits`` to choose), every query -> key pair the model and data support; writes
 ``results.json``, ``results.md`` (paper-style table) and ``accuracy.png`` into ``--out``.
 
 Example::

@@ -39,12 +39,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(_here.parent))
 
 import argparse
+import hashlib
 import json
 import time
 from typing import Any
 
 import numpy as np
 import torch
+
+from bioscan_clip_hf.atomic import atomic_path, check_writable, write_json, write_text
+from training.arguments import ConfigError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TSV = REPO.parent / "shared" / "data" / "real-coi" / "coi_insecta.tsv"
@@ -59,6 +63,7 @@ PROTOCOLS = {
 PAIR = "dna->dna"
 LABELS = {"trained": "trained", PRETRAINED: "pre-trained, not aligned", "untrained": "untrained", "kmer5_nn": "5-mer NN"}
 CONTRADICTED_SIMILARITY = 0.99
+RECIPE_FILE = "realcoi_eval_recipe.json"
 
 
 def prepare_split(tsv: Path, work: Path, seed: int) -> Path:
@@ -71,12 +76,52 @@ def prepare_split(tsv: Path, work: Path, seed: int) -> Path:
     return data
 
 
+def recipe_identity(train_argv: list[str]) -> dict[str, Any]:
+    """What decides what a split's run learns: the resolved training settings (REPRO's
+    ``recipe_settings``: paths and logging left out) and, for ``dna_init``, the SHA-256 of the
+    pre-trained tower's weights (a tower pre-trained again under the same path is another recipe)."""
+    from training.config import parse_args
+    from training.reproduce import recipe_settings
+
+    cfg = parse_args(train_argv)
+    identity: dict[str, Any] = {"settings": recipe_settings(cfg.to_dict())}
+    if cfg.dna_init:
+        weights = Path(cfg.dna_init) / "model.safetensors"
+        if not weights.is_file():
+            raise ConfigError(f"dna_init {cfg.dna_init}: no model.safetensors (pre-train it with training/pretrain_dna.py)")
+        identity["dna_init_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return json.loads(json.dumps(identity, default=str))
+
+
 def train_split(config: Path, data: Path, run: Path, overrides: list[str]) -> Path:
-    """Train the recipe on one split; return its best model folder."""
+    """Train the recipe on one split, or reuse the split's finished run of the same recipe (a killed
+    evaluation continues where it stopped: finished splits are not trained again, a split stopped
+    mid-training resumes from its latest checkpoint); return the best model folder.
+
+    Raises:
+        ConfigError: ``run`` holds a run of another recipe (or one this script did not record).
+    """
     from training.train import main as train_main
 
-    summary = train_main(["--config", str(config), "--dataset", str(data), "--output_dir", str(run),
-                          "--disable_tqdm", *overrides])
+    argv = ["--config", str(config), "--dataset", str(data), "--output_dir", str(run), "--disable_tqdm", *overrides]
+    identity = recipe_identity(argv)
+    marker = run / RECIPE_FILE
+    if marker.is_file():
+        if json.loads(marker.read_text()) != identity:
+            raise ConfigError(f"{run} was trained with another recipe (see {marker}); continuing would mix two "
+                              "recipes: choose another --work, or delete that folder")
+        summary = run / "train_summary.json"
+        if summary.is_file():
+            best = Path(json.loads(summary.read_text())["best_model"])
+            if (best / "config.json").is_file():
+                print(f"{run}: finished earlier with this recipe; reused", file=sys.stderr)
+                return best
+    elif run.exists() and any(run.iterdir()):
+        raise ConfigError(f"{run} holds a run this script did not record ({RECIPE_FILE} missing): choose another "
+                          "--work, or delete that folder")
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(marker, identity)
+    summary = train_main([*argv, "--resume_from_checkpoint", "latest"])
     return Path(summary["best_model"])
 
 
@@ -137,7 +182,7 @@ def score_split(model_dir: Path, data: Path, queries: str = "test", k: int = 5) 
             pairs = [("dna", "dna"), ("dna", "text")] if protocol == "paper" and name != "kmer5_nn" else [("dna", "dna")]
             result[protocol][name] = evaluate_model(
                 model, proc, str(data), query_splits=(queries, f"{queries}_unseen"), key_splits=spec["keys"],
-                pairs=pairs, progress=False, per_query=True)
+                pairs=pairs, progress=False, per_query=True, identification=())  # top-1 answers only: no calibration
     return result
 
 
@@ -298,7 +343,8 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
     fig.suptitle(f"Real COI barcodes, {'/'.join(summary['query_splits'])} queries pooled over splits "
                  f"{summary['split_seeds']}; labels: trained − 5-mer NN [95 % paired bootstrap CI]", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
 
@@ -319,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.tsv.is_file():
         parser.error(f"real COI TSV not found: {args.tsv} (see ../shared/data/README.md for how to obtain it)")
+    try:  # before hours of training, not after
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(args.out)
+    except OSError as err:
+        parser.error(str(err))
     import datasets
     import transformers
     from tqdm.auto import tqdm
@@ -342,12 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         for protocol in PROTOCOLS:
             for model in result[protocol]:
                 result[protocol][model].pop("predictions")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "splits": splits}, separators=(",", ":"), default=float) + "\n")
+    write_text(args.out, json.dumps({"summary": summary, "splits": splits}, separators=(",", ":"), default=float) + "\n")
     plot(summary, args.out.with_suffix(".png"))
     print(table(summary))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, prog="realcoi_eval.py"))

@@ -14,8 +14,8 @@ Stages, each recorded in ``OUT/manifest.json`` with the fingerprints of its inpu
 
 1. ``data``: a complete Parquet data set in ``--data`` is used as it is; otherwise it is built from
    the release folder ``--raw`` with the package's builders (resumable shard by shard), or, with
-   ``--smoke``, the synthetic ``tiny`` set is generated. Fingerprint: every shard's name and Parquet
-   footer (row counts, byte sizes, column statistics).
+   ``--smoke``, the synthetic ``tiny`` set is generated in the paper's split layout. Fingerprint:
+   every shard's name and Parquet footer (row counts, byte sizes, column statistics).
 2. ``train`` (without ``--checkpoint`` / ``--model``): ``accelerate launch training/train.py`` with
    the paper's recipe (``training/configs/clibd_bioscan{1m,5m}.yaml``), training settings given after
    ``--`` on top, always ``--resume_from_checkpoint latest``: a killed run continues from its latest
@@ -24,7 +24,9 @@ Stages, each recorded in ``OUT/manifest.json`` with the fingerprints of its inpu
    then rerun this command to evaluate). A folder trained with other settings or data is refused.
    ``convert`` (with ``--checkpoint``): ``bioscan_clip_hf.convert_clibd`` into ``OUT/model``.
 3. ``evaluate``: the paper's protocol (``bioscan_clip_hf.evaluation.evaluate_model``): queries
-   ``test`` / ``test_unseen`` against keys ``train`` + ``key_unseen``, every query -> key pair; skipped
+   ``test`` / ``test_unseen`` against the original's ``all_keys`` (BIOSCAN-1M: ``key_seen`` +
+   ``key_unseen``, CLIBD's ``seen_keys`` + ``*_unseen_keys``; BIOSCAN-5M: ``train`` + ``key_unseen``;
+   shipped with the paper's numbers), every query -> key pair; skipped
    when ``OUT/eval`` already holds the results of the same weights on the same data, re-run (with a
    message) when either changed.
 4. ``compare``: ``OUT/comparison.{md,json,png}``: our table beside the paper's (shipped in
@@ -76,13 +78,12 @@ class Recipe:
 
 RECIPES = {
     "clibd-bioscan1m": Recipe(REPO / "training/configs/clibd_bioscan1m.yaml", "bioscan1m", (
-        "Our BIOSCAN-1M build merges CLIBD's train_seen and seen_keys into `train`: the seen-species keys are "
-        "train_seen + seen_keys (the paper: seen_keys only), and training also sees seen_keys, so seen-species "
-        "accuracies are not strictly comparable.",
+        "Training includes CLIBD's single_species records (species with one record, in `pretrain` beside "
+        "no_split); whether the original trains on them is not confirmed by its code or docs.",
     )),
     "clibd-bioscan5m": Recipe(REPO / "training/configs/clibd_bioscan5m.yaml", "bioscan5m"),
 }
-PROTOCOL = {"query_splits": ["test", "test_unseen"], "key_splits": ["train", "key_unseen"], "k_values": [1, 3, 5]}
+K_VALUES = [1, 3, 5]
 # Settings that change how a run is carried out, not what it learns; left out of the recipe hash.
 NOT_RECIPE = ("dataset", "output_dir", "resume_from_checkpoint", "disable_tqdm", "report_to", "logging_steps",
               "dataloader_num_workers", "checkpointing_steps", "checkpoints_total_limit", "eval_batch_size",
@@ -99,6 +100,13 @@ PAPER_IMAGE_TOWER = "google/vit-base-patch16-224"
 
 class TrainingFailed(RuntimeError):
     """The training launch exited with an error; rerunning the same command resumes it."""
+
+
+def protocol(paper: str) -> dict[str, Any]:
+    """The evaluation protocol of ``paper``'s table: its query and key splits (shipped with its numbers,
+    ``bioscan_clip_hf/paper_results.json``) and the k of top-k."""
+    table = paper_table(paper)["protocol"]
+    return {"query_splits": list(table["query_splits"]), "key_splits": list(table["key_splits"]), "k_values": K_VALUES}
 
 
 def log(message: str) -> None:
@@ -262,7 +270,7 @@ def release_inputs(release: str, raw: Path) -> dict[str, Any]:
 
 def prepare_data(args: argparse.Namespace, recipe: Recipe, manifest: Manifest, needed: Sequence[str]) -> DataSet:
     """Stage 1: use, finish or build the data set in ``--data``; check it has the ``needed`` splits."""
-    from bioscan_clip_hf.data import build_bioscan1m_dataset, build_bioscan5m_dataset, list_shards
+    from bioscan_clip_hf.data import build_bioscan1m_dataset, build_bioscan5m_dataset, dataset_key_splits, list_shards
 
     folder: Path = args.data
     started = time.perf_counter()
@@ -271,8 +279,8 @@ def prepare_data(args: argparse.Namespace, recipe: Recipe, manifest: Manifest, n
     elif args.smoke:
         from bioscan_clip_hf.synthetic import generate_synthetic_dataset
 
-        log(f"[data] generating the synthetic tiny set in {folder}")
-        generate_synthetic_dataset(folder, size="tiny", seed=0)
+        log(f"[data] generating the synthetic tiny set in {folder} ({recipe.release} layout)")
+        generate_synthetic_dataset(folder, size="tiny", seed=0, layout=recipe.release)
     elif args.raw is not None:
         inputs = release_inputs(recipe.release, args.raw)
         log(f"[data] building {folder} from {args.raw} ({', '.join(f'{k} {v}' for k, v in inputs.items())}); "
@@ -292,6 +300,10 @@ def prepare_data(args: argparse.Namespace, recipe: Recipe, manifest: Manifest, n
         raise ConfigError(f"--data {folder} does not exist: pass --raw RELEASE_DIR (the {recipe.release} release) to "
                           "build it, or build it with training/build_dataset.py")
     shards = list_shards(folder)
+    try:
+        dataset_key_splits(folder)  # refuses a BIOSCAN-1M build from before key_seen
+    except ValueError as err:
+        raise ConfigError(f"--data {one_line(err)}") from None
     missing = [s for s in needed if s not in shards]
     if missing:
         raise ConfigError(f"--data {folder} has no split(s) {', '.join(missing)} (it has {', '.join(shards) or 'none'})")
@@ -487,7 +499,8 @@ def evaluate(args: argparse.Namespace, model_source: str | Path, data: DataSet, 
     results_path = out / "results.json"
     previous = manifest.get("evaluate")
     inputs = {k: subject[k] for k in ("model_fingerprint", "dataset_fingerprint")}
-    if previous and {k: previous.get(k) for k in inputs} == inputs and previous.get("protocol") == PROTOCOL \
+    splits = protocol(args.paper)
+    if previous and {k: previous.get(k) for k in inputs} == inputs and previous.get("protocol") == splits \
             and results_path.is_file():
         results = json.loads(results_path.read_text(encoding="utf-8"))
         if {k: results.get("subject", {}).get(k) for k in inputs} == inputs:
@@ -498,20 +511,20 @@ def evaluate(args: argparse.Namespace, model_source: str | Path, data: DataSet, 
             f"{previous.get('dataset_fingerprint')}; evaluating model {subject['model_fingerprint']} on data "
             f"{data.fingerprint} in their place")
     manifest.drop("evaluate")
-    log(f"[evaluate] {model_source} on {data.path}: queries {' + '.join(PROTOCOL['query_splits'])}, keys "
-        f"{' + '.join(PROTOCOL['key_splits'])}")
+    log(f"[evaluate] {model_source} on {data.path}: queries {' + '.join(splits['query_splits'])}, keys "
+        f"{' + '.join(splits['key_splits'])}")
     started = time.perf_counter()
     try:
         results = evaluate_model(
-            model, processor, data.path, query_splits=PROTOCOL["query_splits"], key_splits=PROTOCOL["key_splits"],
-            k_values=PROTOCOL["k_values"], batch_size=args.eval_batch_size, device=args.device,
+            model, processor, data.path, query_splits=splits["query_splits"], key_splits=splits["key_splits"],
+            k_values=splits["k_values"], batch_size=args.eval_batch_size, device=args.device,
             title=title, progress=not args.no_progress,
         )
     except ValueError as err:
         raise ConfigError(f"evaluating {model_source} on {data.path}: {one_line(err)}") from None
     results["subject"] = subject
     write_results(results, out)  # results.json, results.md, accuracy.png, renamed into place together
-    manifest.set("evaluate", **inputs, model=str(model_source), protocol=PROTOCOL,
+    manifest.set("evaluate", **inputs, model=str(model_source), protocol=splits,
                  seconds=round(time.perf_counter() - started, 1))
     return results
 
@@ -595,7 +608,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     table = paper_table(args.paper)
     with exclusive(args.out):
         manifest = Manifest(args.out, args.paper)
-        protocol_splits = [*PROTOCOL["query_splits"], *PROTOCOL["key_splits"]]
+        splits = protocol(args.paper)
+        protocol_splits = [*splits["query_splits"], *splits["key_splits"]]
         notes = list(recipe.notes)
         if args.checkpoint or args.model:
             check_weights_source(args)
@@ -610,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                 log(f"note: {note}")
             s = plan.settings
             needed = [x for x in s["train_splits"] if x not in OPTIONAL_TRAIN_SPLITS]
-            needed += [*s["eval_query_splits"], *s["eval_key_splits"], *protocol_splits]
+            needed += [*s["eval_query_splits"], *(s["eval_key_splits"] or []), *protocol_splits]
             data = prepare_data(args, recipe, manifest, list(dict.fromkeys(needed)))
             notes += plan.notes
             model = train(args, plan, data, manifest)

@@ -20,16 +20,19 @@ import torch
 from accelerate import Accelerator
 
 from bioscan_clip_hf import BioscanClipProcessor
-from bioscan_clip_hf.data import load_bioscan
+from bioscan_clip_hf.data import dataset_key_splits, load_bioscan
 from bioscan_clip_hf.data.parquet import list_shards
 from bioscan_clip_hf.sources import SourceError, is_hub_id, resolve_source
-from training.arguments import ConfigError
+from training.arguments import ConfigError, one_line
 from training.config import OPTIONAL_TRAIN_SPLITS, TrainConfig
 
 
 def resolve_splits(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     """The training splits to read and notes for the user, checked before any work.
 
+    An unset ``eval_key_splits`` is filled in here with the data set's evaluation keys
+    (:func:`~bioscan_clip_hf.data.dataset_key_splits`: ``key_seen`` + ``key_unseen`` for a BIOSCAN-1M
+    build, else ``train`` + ``key_unseen``), so every later step and ``train_config.yaml`` see them.
     A listed split in ``OPTIONAL_TRAIN_SPLITS`` (``pretrain``: records without a species label)
     that a local data set lacks is skipped with a note; any other missing split (training,
     evaluation query or key split) is an error naming it and the splits the data set has. A Hub
@@ -44,12 +47,14 @@ def resolve_splits(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     except SourceError as err:
         raise ConfigError(str(err)) from None
     if is_hub_id(folder):
+        _fill_key_splits(cfg, folder)
         return list(cfg.train_splits), []
     if not folder.is_dir():
         raise ConfigError(f"dataset {folder}: a file, not a folder written by a bioscan_clip_hf builder")
     have = list_shards(folder)
     if not have:
         raise ConfigError(f"dataset {folder}: no Parquet shards named data/<split>-XXXXX-of-YYYYY.parquet")
+    _fill_key_splits(cfg, folder)
     notes, train_splits = [], []
     for split in cfg.train_splits:
         if split in have:
@@ -65,6 +70,14 @@ def resolve_splits(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     if not train_splits:
         raise ConfigError(f"dataset {folder}: none of train_splits {cfg.train_splits} is there; it has: {', '.join(have)}")
     return train_splits, notes
+
+
+def _fill_key_splits(cfg: TrainConfig, source: str | Path) -> None:
+    if cfg.eval_key_splits is None:
+        try:
+            cfg.eval_key_splits = dataset_key_splits(source)
+        except (OSError, ValueError) as err:  # e.g. a BIOSCAN-1M build from before key_seen: rebuild it
+            raise ConfigError(f"dataset {cfg.dataset}: {one_line(str(err))}") from None
 
 
 def _drop_incomplete(ds, modalities: list[str]):

@@ -20,8 +20,10 @@ _EXPORTS = {
     "push_dataset": "card",
     "write_dataset_card": "card",
     "add_push_dataset_parser": "push_command",
+    "dataset_key_splits": "parquet",
     "list_shards": "parquet",
     "load_bioscan": "parquet",
+    "split_names": "parquet",
     "build_realcoi_dataset": "realcoi",
     "build_bioscan1m_dataset": "releases",
     "build_bioscan5m_dataset": "releases",
@@ -32,6 +34,7 @@ _EXPORTS = {
     "SCHEMA_COLUMNS": "schema",
     "SPLITS": "schema",
     "check_splits": "schema",
+    "key_splits": "schema",
     "record_taxonomy_text": "schema",
     "assign_paper_splits": "splits",
 }
@@ -41,12 +44,12 @@ if TYPE_CHECKING:
     from .card import push_dataset, write_dataset_card
     from .collator import BioscanBatch, BioscanCollator, decode_image
     from .dna_augment import BarcodeAugmentation
-    from .parquet import list_shards, load_bioscan
+    from .parquet import dataset_key_splits, list_shards, load_bioscan, split_names
     from .push_command import add_push_dataset_parser
     from .realcoi import build_realcoi_dataset
     from .releases import build_bioscan1m_dataset, build_bioscan5m_dataset, read_clibd_partition
     from .report import BuildReport
-    from .schema import FEATURES, RANKS, SCHEMA_COLUMNS, SPLITS, check_splits, record_taxonomy_text
+    from .schema import FEATURES, RANKS, SCHEMA_COLUMNS, SPLITS, check_splits, key_splits, record_taxonomy_text
     from .splits import assign_paper_splits
 
 

@@ -19,7 +19,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from ..atomic import atomic_path
 from ..hub_cards import DATASET_CARD_TEMPLATE as TEMPLATE_PATH
 from .parquet import DATA_DIR, list_shards
-from .schema import FEATURES, SPLITS
+from .schema import FEATURES, KEY_SEEN, SPLITS, key_splits
 
 if TYPE_CHECKING:
     from .report import BuildReport
@@ -32,11 +32,15 @@ SPLIT_ROLES = {
     "train": "training, and keys for seen species",
     "val": "validation queries, seen species",
     "test": "test queries, seen species",
+    KEY_SEEN: "keys for seen species (never trained on)",
     "key_unseen": "keys for unseen species",
     "val_unseen": "validation queries, unseen species",
     "test_unseen": "test queries, unseen species",
     "other_heldout": "not used",
 }
+TRAIN_ROLE_BESIDE_KEY_SEEN = "training only, seen species (their keys are `key_seen`)"
+KEY_SEEN_NOTE = ("The seen-species keys are a split of their own (`key_seen`, CLIBD's `seen_keys`): the "
+                 "original trains on `pretrain` + `train` and never on the keys.")
 
 CITATION_CLIBD = """@inproceedings{gong2025clibd,
   title     = {{CLIBD}: Bridging Vision and Genomics for Biodiversity Monitoring at Scale},
@@ -99,8 +103,8 @@ SOURCES: dict[str, dict[str, Any]] = {
         "tags": ["biology", "insects", "dna-barcoding", "taxonomy", "bioscan", "clip"],
         "task_categories": ["zero-shot-image-classification", "image-classification", "feature-extraction"],
         "description": "The BIOSCAN-1M insect data set with the CLIBD partition lists mapped onto BIOSCAN-5M "
-        "split names (`no_split`/`single_species` -> `pretrain`, `train_seen`+`seen_keys` -> `train`, "
-        "`val_seen` -> `val`, `test_seen` -> `test`, `*_unseen_keys` -> `key_unseen`).",
+        "split names (`no_split`/`single_species` -> `pretrain`, `train_seen` -> `train`, `seen_keys` -> "
+        "`key_seen`, `val_seen` -> `val`, `test_seen` -> `test`, `*_unseen_keys` -> `key_unseen`).",
         "image_note": "the release's image package (e.g. `cropped_256`), original JPEG bytes",
         "license_note": "BIOSCAN-1M images (c) CBG Photography Group, Centre for Biodiversity Genomics, "
         "CC BY-NC-SA 4.0. Cite BIOSCAN-1M when using this data.",
@@ -176,6 +180,8 @@ def write_dataset_card(
     shards = list_shards(folder)
     splits = [split for split in SPLITS if split in shards]
     counts = {split: int(report.counts.get(split, 0)) for split in splits}
+    keys = key_splits(splits)
+    roles = {**SPLIT_ROLES, **({"train": TRAIN_ROLE_BESIDE_KEY_SEEN} if KEY_SEEN in splits else {})}
     sizes = {split: _split_sizes(shards[split]) for split in splits}
     card_data = DatasetCardData(
         license=info["license"],
@@ -209,7 +215,11 @@ def write_dataset_card(
         seed=seed,
         description=info["description"],
         builder=report.builder,
-        split_rows=[{"name": s, "count": counts[s], "role": SPLIT_ROLES[s]} for s in splits],
+        split_rows=[{"name": s, "count": counts[s], "role": roles[s]} for s in splits],
+        key_splits=" + ".join(f"`{s}`" for s in keys),
+        key_split_list=json.dumps(keys),
+        key_note=KEY_SEEN_NOTE if KEY_SEEN in splits else "",
+        all_splits=", ".join(splits),
         image_note=info["image_note"],
         repo_id=repo_id,
         provenance=provenance or f"Parameters: `{json.dumps(report.parameters)}`.",

@@ -34,27 +34,41 @@ MODALITIES = ("image", "dna", "text")
 
 
 def decode_image(value: Any, min_side: int | None = None) -> Image.Image | None:
-    """Decode an ``image`` cell: a PIL image, ``{"bytes", "path"}``, bytes or a path; ``None`` stays.
+    """Decode an ``image`` cell: a PIL image, ``{"bytes", "path"}``, bytes or a path, to RGB; ``None`` stays.
 
-    With ``min_side``, JPEGs much larger than needed are decoded at a reduced scale (libjpeg DCT
-    scaling, never below ``min_side`` on the shorter side), which is several times faster.
+    JPEGs (every image of the BIOSCAN releases and of our builds) hold 8-bit samples and are decoded
+    here directly; with ``min_side``, JPEGs much larger than needed are decoded at a reduced scale
+    (libjpeg DCT scaling, never below ``min_side`` on the shorter side), which is several times
+    faster. Any other image goes through the one converter of user photos,
+    :func:`bioscan_clip_hf.zero_shot.specimens.load_image`, so a 16-bit PNG or TIFF in a data set is
+    rescaled, never clipped white.
 
     Example:
         >>> decode_image(None) is None
         True
     """
-    if value is None or isinstance(value, Image.Image):
-        return value
+    if value is None:
+        return None
     if isinstance(value, Mapping):
         data, path = value.get("bytes"), value.get("path")
         value = data if data is not None else path
         if value is None:
             return None
+    if isinstance(value, Image.Image):
+        return value if value.mode == "RGB" else _convert(value)
     image = Image.open(io.BytesIO(value) if isinstance(value, (bytes, bytearray)) else os.fspath(value))
-    if min_side is not None and image.format == "JPEG" and min(image.size) >= 2 * min_side:
+    if image.format != "JPEG":
+        return _convert(image)
+    if min_side is not None and min(image.size) >= 2 * min_side:
         image.draft("RGB", (min_side, min_side))
     image.load()
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _convert(image: Image.Image) -> Image.Image:
+    from ..zero_shot.specimens import load_image  # imported on first use: JPEG-only data sets never need it
+
+    return load_image(image)
 
 
 def pixel_values(images: Sequence[Image.Image], image_processor: Any) -> torch.Tensor:

@@ -8,11 +8,12 @@ Layout written by every builder::
 
 Example:
     >>> ds = load_bioscan("path/to/folder", split="train")            # doctest: +SKIP
-    >>> keys = load_bioscan("bioscan-ml/x", split=["train", "key_unseen"], streaming=True)  # doctest: +SKIP
+    >>> keys = load_bioscan("path/to/folder", split=dataset_key_splits("path/to/folder"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import atomic_path
-from .schema import FEATURES, SCHEMA_COLUMNS, SPLITS, check_splits
+from .schema import FEATURES, KEY_SEEN, SCHEMA_COLUMNS, SPLITS, check_splits, key_splits
 
 DATA_DIR = "data"
 SHARD_PATTERN = re.compile(r"^(?P<split>\w+?)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
@@ -71,6 +72,50 @@ def list_shards(folder: str | Path) -> dict[str, list[Path]]:
     return {split: found[split] for split in SPLITS if split in found}
 
 
+def split_names(source: Any) -> list[str]:
+    """The splits a data set has: a local folder (its shards), a Hub dataset id (its card), a
+    ``DatasetDict`` or a ``Dataset`` with a ``split`` column.
+
+    Raises:
+        FileNotFoundError: a folder without shards.
+    """
+    import datasets as hf_datasets
+
+    if isinstance(source, hf_datasets.DatasetDict):
+        return list(source)
+    if isinstance(source, hf_datasets.Dataset):
+        return sorted(source.unique("split")) if "split" in source.column_names else []
+    local = Path(source)
+    if local.is_dir():
+        shards = list_shards(local)
+        if not shards:
+            raise FileNotFoundError(f"{local}: no shards named {DATA_DIR}/<split>-XXXXX-of-YYYYY.parquet")
+        return list(shards)
+    return list(hf_datasets.get_dataset_split_names(str(source)))
+
+
+def dataset_key_splits(source: Any) -> list[str]:
+    """The evaluation key splits of a data set (``schema.key_splits`` over its :func:`split_names`):
+    ``key_seen`` + ``key_unseen`` for a BIOSCAN-1M build, ``train`` + ``key_unseen`` otherwise.
+
+    Raises:
+        ValueError: a local BIOSCAN-1M build without ``key_seen`` (written before CLIBD's
+            ``seen_keys`` were kept apart: its ``train`` mixes them with ``train_seen``).
+
+    Example:
+        >>> dataset_key_splits("outputs/demo/data")  # doctest: +SKIP
+        ['train', 'key_unseen']
+    """
+    names = split_names(source)
+    report = Path(source) / "build_report.json" if isinstance(source, (str, Path)) else None
+    if KEY_SEEN not in names and report is not None and report.is_file():
+        if json.loads(report.read_text(encoding="utf-8")).get("builder") == "bioscan1m":
+            raise ValueError(
+                f"{source} is a BIOSCAN-1M build without a {KEY_SEEN} split: it was built before CLIBD's seen_keys were "
+                "kept apart from train_seen; rebuild it (training/build_dataset.py bioscan1m) into a new folder")
+    return key_splits(names)
+
+
 def load_bioscan(
     source: str | Path,
     split: str | Iterable[str] | None = None,
@@ -94,7 +139,7 @@ def load_bioscan(
             folder does not have (the message lists the ones it has).
 
     Example:
-        >>> ds = load_bioscan("demo_data", split=["train", "key_unseen"])  # doctest: +SKIP
+        >>> ds = load_bioscan("demo_data", split=["val", "val_unseen"])  # doctest: +SKIP
     """
     names = None if split is None else check_splits(split)
     local = Path(source)

@@ -6,7 +6,8 @@ splits). The release's official ``split`` column is kept.
 
 BIOSCAN-1M: ``BIOSCAN_Insect_Dataset_metadata.tsv`` (``not_classified`` for missing ranks), images
 under ``part{chunk_number}/{image_file}``, and the CLIBD partition lists (``CLIBD_partitioning.zip``
-or its folder: one ``<name>.txt`` of sampleids per split) mapped onto BIOSCAN-5M split names.
+or its folder: one ``<name>.txt`` of sampleids per split) mapped onto BIOSCAN-5M split names, with
+CLIBD's ``seen_keys`` kept apart as ``key_seen`` (see :data:`CLIBD_PARTITION_TO_SPLIT`).
 
 Example:
     >>> build_bioscan5m_dataset("metadata.csv", ["BIOSCAN_5M_cropped_256.zip"], "bioscan5m",
@@ -24,7 +25,7 @@ from typing import Any
 from .build import run_build
 from .images import ImageStore
 from .report import BuildReport
-from .schema import LINEAGE_COLUMNS, SPLITS, check_splits, empty_record, normalise_value
+from .schema import BIOSCAN5M_SPLITS, KEY_SEEN, LINEAGE_COLUMNS, check_splits, empty_record, normalise_value
 from .screen import screen_records
 from .tables import read_table
 
@@ -37,7 +38,7 @@ CLIBD_PARTITION_TO_SPLIT = {
     "no_split": "pretrain",
     "single_species": "pretrain",
     "train_seen": "train",
-    "seen_keys": "train",
+    "seen_keys": KEY_SEEN,
     "val_seen": "val",
     "test_seen": "test",
     "val_unseen": "val_unseen",
@@ -45,7 +46,12 @@ CLIBD_PARTITION_TO_SPLIT = {
     "val_unseen_keys": "key_unseen",
     "test_unseen_keys": "key_unseen",
 }
-"""CLIBD BIOSCAN-1M partition lists -> our splits (keys are part of ``train``, as in BIOSCAN-5M)."""
+"""CLIBD BIOSCAN-1M partition lists -> our splits. The original trains on ``no_split`` + ``train_seen`` and
+evaluates against ``all_keys`` = ``seen_keys`` + ``val_unseen_keys`` + ``test_unseen_keys``; so ``train``
+here is ``train_seen`` alone (training data, never keys) and ``seen_keys`` stays a split of its own,
+``key_seen`` (keys, never training data): the recipe trains on ``pretrain`` + ``train`` and evaluates
+against ``key_seen`` + ``key_unseen``, exactly as the original. ``single_species`` (singleton species)
+joins ``pretrain``."""
 CLIBD_METASPLITS = ("all_keys", "no_split_and_seen_train")
 """Unions of the lists above; ignored."""
 
@@ -90,7 +96,7 @@ def build_bioscan5m_dataset(
             gives the line and the valid names).
     """
     metadata = Path(metadata)
-    wanted = check_splits(splits) if splits is not None else list(SPLITS)
+    wanted = check_splits(splits) if splits is not None else list(BIOSCAN5M_SPLITS)
     table = read_table(metadata, REQUIRED_5M, OPTIONAL_5M)
     report = BuildReport("bioscan5m", parameters={
         "metadata": metadata.name, "image_package": image_package, "splits": wanted,
@@ -98,8 +104,9 @@ def build_bioscan5m_dataset(
     records = []
     for line, row in enumerate(table.to_dict("records"), start=2):
         split = row["split"].strip()
-        if split not in SPLITS:
-            raise ValueError(f"{metadata.name} line {line}: unknown split {split!r}; valid splits are: {', '.join(SPLITS)}")
+        if split not in BIOSCAN5M_SPLITS:
+            raise ValueError(f"{metadata.name} line {line}: unknown split {split!r}; valid splits are: "
+                             f"{', '.join(BIOSCAN5M_SPLITS)}")
         record = empty_record()
         record.update(processid=normalise_value(row["processid"]), sampleid=normalise_value(row["sampleid"]),
                       dna_barcode=row["dna_barcode"], dna_bin=normalise_value(row.get("dna_bin")), split=split,
@@ -163,7 +170,10 @@ def build_bioscan1m_dataset(
 ) -> Path:
     """Build BIOSCAN-1M with the CLIBD partitioning as a Parquet data set; return ``out_dir``.
 
-    Records in no partition list are left out and reported (``not_in_partition``).
+    Splits: ``pretrain``, ``train``, ``key_seen``, ``val``, ``test``, ``key_unseen``, ``val_unseen``,
+    ``test_unseen`` (:data:`CLIBD_PARTITION_TO_SPLIT`); the evaluation keys are ``key_seen`` +
+    ``key_unseen`` (``parquet.dataset_key_splits`` gives them to every tool). Records in no partition
+    list are left out and reported (``not_in_partition``).
 
     Raises:
         ValueError: missing columns or an inconsistent partition (see ``read_clibd_partition``).

@@ -3,10 +3,22 @@
 Column names follow the BIOSCAN-5M metadata release; a missing taxonomic rank is ``None`` (the
 taxonomy text renders it as ``not_classified``, as the original CLIBD code does).
 
+Split names are BIOSCAN-5M's, plus ``key_seen`` for BIOSCAN-1M. The evaluation keys (CLIBD's
+``all_keys``) are the seen-species keys + ``key_unseen``; where the seen-species keys live depends
+on the release, and :func:`key_splits` is the one rule:
+
+* BIOSCAN-5M (and the synthetic and real-COI sets, built the same way): ``train`` is both the
+  seen-species training data and the seen keys, so the keys are ``train`` + ``key_unseen``.
+* BIOSCAN-1M (CLIBD partitioning): ``seen_keys`` is a list of its own that the original never trains
+  on, kept here as ``key_seen``; the keys are ``key_seen`` + ``key_unseen`` and ``train`` (CLIBD's
+  ``train_seen``) is training data only.
+
 Example:
     >>> from bioscan_clip_hf.data.schema import SPLITS, check_splits
     >>> check_splits(["train", "key_unseen"])
     ['train', 'key_unseen']
+    >>> key_splits(["pretrain", "train", "key_seen", "key_unseen", "test"])
+    ['key_seen', 'key_unseen']
 """
 
 from __future__ import annotations
@@ -28,12 +40,18 @@ SPLITS: tuple[str, ...] = (
     "train",
     "val",
     "test",
+    "key_seen",
     "key_unseen",
     "val_unseen",
     "test_unseen",
     "other_heldout",
 )
-"""BIOSCAN-5M split names. Evaluation keys are ``train`` + ``key_unseen`` (CLIBD's ``all_keys``)."""
+"""Every split name: BIOSCAN-5M's and ``key_seen`` (BIOSCAN-1M's seen-species keys, CLIBD's ``seen_keys``)."""
+
+KEY_SEEN = "key_seen"
+
+BIOSCAN5M_SPLITS: tuple[str, ...] = tuple(split for split in SPLITS if split != KEY_SEEN)
+"""The splits of BIOSCAN-5M's ``split`` column (and of the synthetic and real-COI sets)."""
 
 SCHEMA_COLUMNS: tuple[str, ...] = (
     "processid",
@@ -118,6 +136,19 @@ def check_splits(splits: str | Iterable[str]) -> list[str]:
     if not names:
         raise ValueError(f"no split given; valid splits are: {', '.join(SPLITS)}")
     return names
+
+
+def key_splits(splits: Iterable[str]) -> list[str]:
+    """The evaluation key splits (CLIBD's ``all_keys``) of a data set that has ``splits``.
+
+    ``key_seen`` + ``key_unseen`` when the data set keeps its seen-species keys apart (a BIOSCAN-1M
+    build), else ``train`` + ``key_unseen`` (BIOSCAN-5M, where ``train`` is also the seen keys).
+
+    Example:
+        >>> key_splits(["pretrain", "train", "val", "key_unseen"])
+        ['train', 'key_unseen']
+    """
+    return [KEY_SEEN if KEY_SEEN in set(splits) else "train", "key_unseen"]
 
 
 def require_columns(columns: Iterable[str], required: Iterable[str], source: str) -> None:

@@ -43,12 +43,13 @@ from safetensors.torch import save_file
 
 from ..atomic import WriteTargetError, atomic_dir, check_writable, write_json
 from ..taxonomy import RANKS
-from .calibration import METHODS, LibraryCalibration, calibrate_library
+from .calibration import METHODS, CalibrationMismatch, LibraryCalibration, calibrate_library, unusable_reason
 from .encode import MODALITIES, combine_features, encode_dataset, encode_texts
 from .evidence import KeySource
 from .kmer import kmer_profiles
 from .lineages import TaxonIndex
 from .index import IndexMismatchError, KeyIndex
+from .provenance import CONTENT_FINGERPRINT_KEY, bank_content_fingerprint
 from .search import search
 
 __all__ = ["KeyBank", "StaleBankError", "DamagedBankError", "check_bank_target", "model_fingerprint", "BANK_FILES"]
@@ -100,8 +101,33 @@ class KeyBank:
         if missing:
             raise ValueError(f"key table lacks columns {missing}")
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        derived = self.__dict__.get("_derived")
+        if derived and name == "table":
+            derived.clear()  # taxon index, 5-mer profiles and content fingerprint all follow the table
+        elif derived and name == "embeddings":
+            derived.pop("content", None)
+        object.__setattr__(self, name, value)
+
     def __len__(self) -> int:
         return self.embeddings.shape[0]
+
+    def to(self, device: str | torch.device) -> "KeyBank":
+        """Move the key vectors to ``device`` (in place; returns the bank), keeping the content fingerprint."""
+        content = self._derived.get("content")
+        self.embeddings = self.embeddings.to(device)
+        if content is not None:
+            self._derived["content"] = content
+        return self
+
+    @property
+    def content_fingerprint(self) -> str:
+        """sha256 of the key vectors and key table (:func:`~.provenance.bank_content_fingerprint`):
+        computed when the bank is saved and stored in ``bank.json``, so a loaded bank does not
+        re-read millions of keys to name itself; recomputed once if the keys are replaced."""
+        if "content" not in self._derived:
+            self._derived["content"] = bank_content_fingerprint(self.embeddings, self.table)
+        return self._derived["content"]
 
     @property
     def modality(self) -> str:
@@ -127,8 +153,18 @@ class KeyBank:
 
     @property
     def calibration(self) -> LibraryCalibration | None:
-        """The calibration fitted when the bank was built (None: uncalibrated or an older bank)."""
-        return LibraryCalibration.from_dict(self.meta.get("calibration"))
+        """The calibration fitted when the bank was built (None: uncalibrated, or calibrated by another
+        version of the code: :attr:`calibration_problem` says why)."""
+        try:
+            return LibraryCalibration.from_dict(self.meta.get("calibration"))
+        except CalibrationMismatch:
+            return None
+
+    @property
+    def calibration_problem(self) -> str | None:
+        """Why the stored calibration cannot be used (None: there is none, or it can)."""
+        stored = self.meta.get("calibration")
+        return unusable_reason(stored) if stored else None
 
     @property
     def taxon_index(self) -> TaxonIndex:
@@ -302,21 +338,29 @@ class KeyBank:
         """
         directory = check_bank_target(directory)
         build_id = secrets.token_hex(8)
+        stored = _stored(self.embeddings)
+        # The content fingerprint of exactly what is written, tied to the files by the build id.
+        content = bank_content_fingerprint(stored, self.table)
         with atomic_dir(directory) as tmp:
-            save_file({"embeddings": _stored(self.embeddings)}, str(tmp / "embeddings.safetensors"),
-                      metadata={"build_id": build_id})
+            save_file({"embeddings": stored}, str(tmp / "embeddings.safetensors"), metadata={"build_id": build_id})
             table = pa.Table.from_pandas(self.table, preserve_index=False)
             pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), _BUILD_KEY: build_id}),
                            tmp / "keys.parquet")
-            write_json(tmp / "bank.json", {**self.meta, "build_id": build_id})
+            write_json(tmp / "bank.json", {**self.meta, "build_id": build_id, CONTENT_FINGERPRINT_KEY: content})
             if self.index is not None:
                 self.index.save(tmp, build_id)
-        self.meta["build_id"] = build_id
+        self.meta.update({"build_id": build_id, CONTENT_FINGERPRINT_KEY: content})
+        self._derived["content"] = content
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, model: torch.nn.Module | None = None, fingerprint: str | None = None) -> "KeyBank":
+    def load(cls, directory: str | Path, model: torch.nn.Module | None = None, fingerprint: str | None = None,
+             verify: bool = False) -> "KeyBank":
         """Read a bank; with ``model`` (or ``fingerprint``) refuse one built from other weights.
+
+        The content fingerprint stored in ``bank.json`` is trusted when the three files share one
+        build id (they were written together by :meth:`save`, which computed it from what it wrote);
+        ``verify=True`` recomputes it from the files and refuses a bank whose keys were changed since.
 
         Raises:
             FileNotFoundError: a bank file is missing.
@@ -352,9 +396,17 @@ class KeyBank:
             raise DamagedBankError(f"key bank {directory}: its index is damaged ({str(exc).strip().splitlines()[0]}); "
                                    "rebuild it with `bioscan-clip build-bank --index`") from exc
         try:
-            return cls(embeddings, keys.to_pandas(), meta, index)
+            bank = cls(embeddings, keys.to_pandas(), meta, index)
         except ValueError as exc:
             raise DamagedBankError(f"key bank {directory}: {exc}; rebuild it with `bioscan-clip build-bank`") from exc
+        stored = meta.get(CONTENT_FINGERPRINT_KEY)
+        if stored is not None and builds["bank.json"] is not None and not verify:
+            bank._derived["content"] = stored
+        elif stored is not None and stored != bank.content_fingerprint:
+            raise DamagedBankError(f"key bank {directory}: its keys do not match the fingerprint stored in bank.json "
+                                   f"({stored[:16]}); they were changed after it was built: rebuild it with "
+                                   "`bioscan-clip build-bank`")
+        return bank
 
 
 _BUILD_KEY = b"bioscan_clip_build_id"

@@ -22,7 +22,7 @@ the barcode against the bank's barcodes (plus the photo's embedding, for ``image
 the query embeddings against the prompts of the bank's lineages.
 
 Example:
-    >>> cal = LibraryCalibration.from_dict({"format": 2, "probability": {}, "novelty": {}})
+    >>> cal = LibraryCalibration.from_dict({"format": FORMAT, "probability": {}, "novelty": {}})
     >>> cal.plan("dna", "nearest") is None
     True
 """
@@ -45,10 +45,11 @@ from .identify import Plan, shortlists
 from .lineages import TaxonIndex
 from .novelty import FEATURES_PER_SOURCE, UPWARD, LogisticModel, NoveltyModel, flag_columns, novelty_features, operating_point
 
-__all__ = ["FORMAT", "METHODS", "QUERY_MODALITIES", "LibraryCalibration", "calibrate_library",
-           "candidate_sources", "leave_out_features", "novelty_candidates", "summary_lines"]
+__all__ = ["FORMAT", "METHODS", "QUERY_MODALITIES", "CalibrationMismatch", "LibraryCalibration", "calibrate_library",
+           "candidate_sources", "leave_out_features", "novelty_candidates", "summary_lines", "unusable_reason"]
 
-FORMAT = 2
+# Bumped whenever the stored plans or novelty models change meaning or shape.
+FORMAT = 3
 METHODS = ("nearest", "knn", "kmer", "text")
 QUERY_MODALITIES = ("dna", "image", "image+dna")
 _LEVELS = (None, *UPWARD)
@@ -82,11 +83,47 @@ class LibraryCalibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "LibraryCalibration | None":
-        """The stored calibration, or None for a bank without one (or with the pre-format-2 thresholds)."""
-        if not data or data.get("format") != FORMAT:
+        """The stored calibration, or None for a bank without one.
+
+        Raises:
+            CalibrationMismatch: it was written by another version of this code (another format,
+                or plans / novelty models of another shape): :func:`unusable_reason` says why.
+        """
+        if not data:
             return None
+        reason = unusable_reason(data)
+        if reason is not None:
+            raise CalibrationMismatch(reason)
         info = {k: v for k, v in data.items() if k not in ("format", "probability", "novelty")}
         return cls(dict(data.get("probability", {})), dict(data.get("novelty", {})), info)
+
+
+class CalibrationMismatch(ValueError):
+    """A stored calibration this version of the code cannot apply (see :func:`unusable_reason`)."""
+
+
+def unusable_reason(data: dict[str, Any]) -> str | None:
+    """Why a stored calibration cannot be applied by this code (None: it can).
+
+    A calibration is fitted for one layout of evidence and novelty features; one written by another
+    version (another ``format``, or models whose shapes do not fit the features this code computes)
+    would give wrong probabilities or fail, so it is not used at all.
+    """
+    if data.get("format") != FORMAT:
+        return f"its calibration has format {data.get('format')!r}, this version of bioscan-clip-hf reads format {FORMAT}"
+    try:
+        for key, entry in data.get("probability", {}).items():
+            qmod, method = key.split("/")
+            if qmod not in QUERY_MODALITIES or method not in METHODS or len(entry["temperatures"]) != len(entry["sources"]):
+                return f"its calibration plan {key!r} does not fit this version's evidence sources"
+        for qmod, entry in data.get("novelty", {}).items():
+            width = len(flag_columns("species", len(entry["sources"])))
+            if qmod not in QUERY_MODALITIES or any(len(m["weights"]) != width or len(m["mean"]) != width
+                                                   for m in entry["flags"].values()):
+                return f"its {qmod} novelty model does not fit this version's novelty features"
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return "its calibration is not laid out as this version of bioscan-clip-hf writes it"
+    return None
 
 
 def _finite(obj: Any) -> Any:

@@ -59,7 +59,7 @@ from .bank import KeyBank, model_fingerprint
 from .calibration import candidate_sources
 from .encode import combine_features, encode_dna, encode_images, encode_texts, resolve_device
 from .evidence import KeySource
-from .identify import CONFIDENCE, Identification, Plan, identify
+from .identify import CONFIDENCE, Identification, Plan, check_confidence, identify
 from .kmer import kmer_profiles
 from .lineages import TaxonIndex, parse_checklist
 from .runtime import prepare_model
@@ -102,8 +102,14 @@ def _lineage_table(taxa: Any) -> list[tuple] | None:
     return [tuple(row) for row in frame.itertuples(index=False)]
 
 
-def _bundled_bank(model: str | Path, revision: str | None) -> Path | None:
-    """The ``key_bank/`` folder shipped with a model folder or Hub repo, if there is one."""
+def bundled_bank(model: str | Path, revision: str | None = None) -> Path | None:
+    """The ``key_bank/`` folder shipped with a model folder or Hub repo (from the Hub cache when
+    offline), if there is one; used by :meth:`ZeroShotClassifier.from_pretrained` and the CLI alike.
+
+    Example:
+        >>> bundled_bank("outputs/demo/model")  # doctest: +SKIP
+        PosixPath('outputs/demo/model/key_bank')
+    """
     if Path(model).is_dir():
         folder = Path(model) / "key_bank"
         return folder if (folder / "bank.json").is_file() else None
@@ -141,9 +147,9 @@ class ZeroShotClassifier:
         self.num_workers = num_workers
         self.processor = processor
         self.bank = bank
-        self._fingerprints: dict[int, str] = {}  # id(model or bank) -> fingerprint, hashed once
+        self._fingerprints: dict[int, str] = {}  # id(model) -> weight fingerprint
         if bank is not None:  # search where the model runs (GPU matmul for large banks)
-            bank.embeddings = bank.embeddings.to(self.device)
+            bank.to(self.device)
         self._cache: dict[tuple, Any] = {}  # prompt features and checklist-restricted sources
 
     @classmethod
@@ -172,16 +178,16 @@ class ZeroShotClassifier:
         model = resolve_source(model)
         net, proc = load_model(model, revision=revision)
         if bank is None:
-            bank = _bundled_bank(model, revision)
+            bank = bundled_bank(model, revision)
         if bank is not None and not isinstance(bank, KeyBank):
             bank = KeyBank.load(bank, model=net if check_bank else None)
         return cls(net, proc, bank, device=device, dtype=dtype, attention=attention, compile=compile)
 
-    def _fingerprint(self, thing, fingerprint) -> str:
-        if id(thing) not in self._fingerprints:
-            self._fingerprints = {k: v for k, v in self._fingerprints.items() if k in (id(self.model), id(self.bank))}
-            self._fingerprints[id(thing)] = fingerprint(thing)
-        return self._fingerprints[id(thing)]
+    def _model_fingerprint(self) -> str:
+        """The weights' fingerprint, hashed once per model object (a bank stores its own: ``bank.json``)."""
+        if id(self.model) not in self._fingerprints:
+            self._fingerprints = {id(self.model): model_fingerprint(self.model)}
+        return self._fingerprints[id(self.model)]
 
     def provenance(self, **settings: Any) -> dict[str, Any]:
         """The provenance record of a call with these ``settings`` (:mod:`~.provenance`): model id,
@@ -191,9 +197,9 @@ class ZeroShotClassifier:
             >>> clf.provenance(rank="genus")["model"]["fingerprint"]  # doctest: +SKIP
             '4225a57fd9713890'
         """
-        bank_fp = None if self.bank is None else self._fingerprint(self.bank, bank_fingerprint)
+        bank_fp = None if self.bank is None else bank_fingerprint(self.bank, self.bank.content_fingerprint)
         settings = {**settings, **self.inference.to_dict()}
-        return build_provenance(self.model, self._fingerprint(self.model, model_fingerprint), self.bank, bank_fp, settings)
+        return build_provenance(self.model, self._model_fingerprint(), self.bank, bank_fp, settings)
 
     # -- features -----------------------------------------------------------------------------
     def _features(
@@ -290,8 +296,17 @@ class ZeroShotClassifier:
             # Uncalibrated, nothing shows that fusing helps: the learned evidence alone (kmer: the 5-mers).
             names = [n for n in options[0] if n != "kmer"] or options[0]
             plan = Plan(names, [_DEFAULT_TEMPERATURE.get(n, 1.0 / scale) for n in names], method, rest=-30.0)
-            notes.append(("the key bank carries no calibration (rebuild it with `bioscan-clip build-bank`): "
-                          if self.bank is not None else "no key bank: ") + _UNCALIBRATED)
+            if self.bank is None:
+                notes.append(f"no key bank: {_UNCALIBRATED}")
+            elif cal is None:
+                problem = self.bank.calibration_problem
+                notes.append((f"the key bank's calibration is not used ({problem}); recalibrate it with "
+                              "`bioscan-clip build-bank`: " if problem else
+                              "the key bank carries no calibration (rebuild it with `bioscan-clip build-bank`): ")
+                             + _UNCALIBRATED)
+            else:
+                notes.append(f"the key bank's calibration has no {method} plan for a {query_modality} query: "
+                             "its probabilities are not calibrated")
         used = _used(plan.sources)
         for modality in singles:
             reasons = [why for name, why in plan.dropped.items() if modality in _READS[name]]
@@ -350,6 +365,7 @@ class ZeroShotClassifier:
         """
         if rank not in RANKS:
             raise ValueError(f"rank must be one of {RANKS}, got {rank!r}")
+        confidence = check_confidence(confidence)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method != "text" and self.bank is None:

@@ -8,7 +8,7 @@ Photos are decoded (:func:`~.specimens.load_image`, the one specimen reader) and
 model's image processor in ``torch.utils.data.DataLoader`` workers (``num_workers``), so decoding the
 next batch overlaps with the forward pass of this one; ``num_workers=0`` does the same in-process.
 Features are computed under ``torch.inference_mode`` in whatever dtype the model's weights have
-(see :mod:`~.runtime`) and returned in float32.
+(see :mod:`~.runtime`) and L2-normalised in float32.
 
 Example:
     >>> feats, errors = encode_dna(model, processor, ["ACGT" * 100, "not dna!"])  # doctest: +SKIP
@@ -98,7 +98,7 @@ def _run_batches(
     num_workers: int = 0,
 ) -> tuple[torch.Tensor, list[str | None]]:
     """Prepare items (recording errors; in ``num_workers`` worker processes), run the good ones
-    through ``forward`` in batches, in order.
+    through ``forward`` (unnormalised features) in batches, in order, and L2-normalise them in float32.
 
     If a whole batch fails in ``forward``, its items are retried one at a time so only the bad
     ones get an error. ``callback(done, total)`` is called after every batch (for GUIs). A single
@@ -134,7 +134,9 @@ def _run_batches(
             if out is not None:
                 if feats is None:
                     feats = torch.zeros(n, out.shape[1], dtype=torch.float32)
-                feats[ok_idx] = out.float().cpu()
+                # Normalised in float32: a bf16 / fp16 unit vector is off unit length by up to ~1e-3,
+                # enough to shift the scores that novelty thresholds compare.
+                feats[ok_idx] = torch.nn.functional.normalize(out.float(), dim=-1).cpu()
         done += len(batch)
         bar.update(len(batch))
         if callback is not None:
@@ -168,7 +170,7 @@ def encode_images(
     device = _model_device(model)
 
     def forward(batch):
-        return model.get_image_features(pixel_values=torch.stack(batch).to(device))
+        return model.get_image_features(pixel_values=torch.stack(batch).to(device), normalize=False)
 
     workers = default_num_workers() if num_workers is None else num_workers
     return _run_batches(images, _ImagePixels(processor), forward, batch_size, progress, "image features", callback, workers)
@@ -199,6 +201,7 @@ def encode_dna(
         return model.get_dna_features(
             dna_input_ids=enc["dna_input_ids"].to(device),
             dna_attention_mask=enc["dna_attention_mask"].to(device) if "dna_attention_mask" in enc else None,
+            normalize=False,
         )
 
     return _run_batches(sequences, prepare, forward, batch_size, progress, "DNA features", callback)
@@ -220,6 +223,7 @@ def encode_texts(model, processor, texts: Sequence[str], batch_size: int = 256, 
             input_ids=enc["input_ids"].to(device),
             attention_mask=enc["attention_mask"].to(device) if "attention_mask" in enc else None,
             token_type_ids=enc["token_type_ids"].to(device) if "token_type_ids" in enc else None,
+            normalize=False,
         )
 
     return _run_batches(texts, prepare, forward, batch_size, progress, "text features")
@@ -267,7 +271,7 @@ def record_texts(dataset) -> list[str]:
     """The taxonomy string of every record ("Order Family Genus Species", ``not_classified`` gaps)."""
     from ..processing_bioscan_clip import taxonomy_text
 
-    cols = {rank: dataset[rank] for rank in RANKS}
+    cols = {rank: list(dataset[rank]) for rank in RANKS}  # a datasets Column costs ~2 ms per indexed row
     return [taxonomy_text(*(cols[r][i] for r in RANKS)) for i in range(len(dataset))]
 
 
@@ -286,7 +290,7 @@ def encode_dataset(
         column = _LazyColumn(_undecoded_images(dataset), "image")
         return encode_images(model, processor, column, batch_size, progress, num_workers=num_workers)
     if modality == "dna":
-        return encode_dna(model, processor, dataset["dna_barcode"], batch_size, progress, clean=False)
+        return encode_dna(model, processor, list(dataset["dna_barcode"]), batch_size, progress, clean=False)
     if modality == "text":
         return encode_texts(model, processor, record_texts(dataset), max(batch_size, 64), progress)
     image, err_i = encode_dataset(model, processor, dataset, "image", batch_size, progress, num_workers)

@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from .evidence import POOLING, SHORTLIST, Candidates, KeySource, Shortlist, shor
 from .lineages import TaxonIndex
 from .novelty import NoveltyModel, novel_rank, novelty_features
 
-__all__ = ["CONFIDENCE", "Identification", "Plan", "confident_ranks", "identify", "shortlists"]
+__all__ = ["CONFIDENCE", "Identification", "Plan", "check_confidence", "confident_ranks", "identify", "shortlists"]
 
 CONFIDENCE = 0.9
 
@@ -80,6 +80,22 @@ def shortlists(
 ) -> list[Shortlist]:
     """One shortlist per named source (``exclude`` as in :meth:`KeySource.shortlist`)."""
     return [sources[name].shortlist(vectors[name], k, pooling, exclude) for name in names]
+
+
+def check_confidence(confidence: Any) -> float:
+    """``confidence`` as a float in (0, 1] (the level of ``confident_rank``); ValueError naming the
+    value for anything else, NaN included.
+
+    >>> check_confidence("0.95")
+    0.95
+    """
+    try:
+        value = float(confidence)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 < value <= 1.0:  # also false for NaN
+        raise ValueError(f"confidence must be a probability in (0, 1], got {confidence!r}")
+    return value
 
 
 def confident_ranks(probs: dict[str, torch.Tensor], absence: np.ndarray | None, confidence: float = CONFIDENCE) -> list[str | None]:

@@ -36,12 +36,15 @@ import torch
 from ..atomic import WriteTargetError, check_writable, write_json, write_text
 
 __all__ = [
-    "PROVENANCE_COLUMNS", "bank_fingerprint", "build_provenance", "check_log_path", "provenance_columns",
-    "read_provenance", "write_log",
+    "CONTENT_FINGERPRINT_KEY", "PROVENANCE_COLUMNS", "bank_content_fingerprint", "bank_fingerprint", "build_provenance",
+    "check_log_path", "provenance_columns", "read_provenance", "write_log",
 ]
 
 PROVENANCE_COLUMNS = ("model", "model_revision", "model_fingerprint", "bank_fingerprint", "package_version", "settings")
-_VOLATILE_BANK_META = ("created_utc", "build_id")  # a re-saved or rebuilt identical bank keeps its fingerprint
+# bank.json: the digest of the bank's keys, computed once when the bank is saved (KeyBank.save).
+CONTENT_FINGERPRINT_KEY = "content_fingerprint"
+# A re-saved or rebuilt identical bank keeps its fingerprint.
+_VOLATILE_BANK_META = ("created_utc", "build_id", CONTENT_FINGERPRINT_KEY)
 _HASH_ROWS = 100_000
 
 
@@ -50,23 +53,33 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def bank_fingerprint(bank) -> str:
-    """sha256 (first 16 hex digits) over a key bank's embeddings, key table and metadata (calibrations included).
-
-    Two banks with the same fingerprint give the same answers with the same model.
-    """
+def bank_content_fingerprint(embeddings: torch.Tensor, table: pd.DataFrame) -> str:
+    """sha256 (hex) over a bank's key vectors (as float32) and key table: the costly part of
+    :func:`bank_fingerprint`, read once per bank build (:meth:`KeyBank.save` stores it)."""
     digest = hashlib.sha256()
-    emb = bank.embeddings.detach().to("cpu", torch.float32).contiguous()
+    emb = embeddings.detach().to("cpu", torch.float32).contiguous()
     digest.update(f"{tuple(emb.shape)}".encode())
     digest.update(emb.view(-1).view(torch.uint8).numpy().tobytes())
-    for name in sorted(bank.table.columns):  # values as text: the same whether dtypes came from Parquet or memory
+    for name in sorted(table.columns):  # values as text: the same whether dtypes came from Parquet or memory
         digest.update(str(name).encode() + b"\x1e")
-        column = bank.table[name]
+        column = table[name]
         for start in range(0, len(column), _HASH_ROWS):
             values = column.iloc[start : start + _HASH_ROWS].astype(object).tolist()
             digest.update("".join("\x00\x1f" if v is None or v != v else f"{v}\x1f" for v in values).encode())
+    return digest.hexdigest()
+
+
+def bank_fingerprint(bank, content: str | None = None) -> str:
+    """sha256 (first 16 hex digits) over a key bank's embeddings, key table and metadata (calibrations included).
+
+    Two banks with the same fingerprint give the same answers with the same model. ``content``:
+    the bank's :func:`bank_content_fingerprint` when known (a loaded bank reads it from
+    ``bank.json``: :attr:`KeyBank.content_fingerprint`); otherwise it is computed here. The
+    metadata is hashed every time (it is small), so a recalibrated bank never shows its old value.
+    """
+    content = content or bank_content_fingerprint(bank.embeddings, bank.table)
     meta = {k: v for k, v in bank.meta.items() if k not in _VOLATILE_BANK_META}
-    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(content.encode() + b"\x1e" + json.dumps(meta, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
