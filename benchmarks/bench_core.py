@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from bioscan_clip_hf import BarcodeKmerTokenizer, BioscanClipConfig, BioscanClipModel
+from bioscan_clip_hf.atomic import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 COI_TSV = ROOT.parent / "shared" / "data" / "real-coi" / "coi_insecta.tsv"
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
         "towers": towers,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
 

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bioscan_clip_hf import BioscanClipConfig, BioscanClipModel, BioscanClipProcessor
+from bioscan_clip_hf.atomic import write_text
 from bioscan_clip_hf.data import BioscanCollator, build_bioscan5m_dataset, load_bioscan
 from bioscan_clip_hf.synthetic import generate_synthetic_records
 
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
         "loader_at_least_2x_base_step": best_view >= 2 * base["records_per_s"],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
 

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bioscan_clip_hf import BioscanClipConfig, BioscanClipModel  # noqa: E402
+from bioscan_clip_hf.atomic import write_text  # noqa: E402
 from bioscan_clip_hf.zero_shot.runtime import prepare_model  # noqa: E402
 from bioscan_clip_hf.zero_shot.search import exact_topk  # noqa: E402
 
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     result["inference"] = bench_inference(config, device, args.infer_batches, args.repeats, roofline, flops)
     result["search"] = bench_search(device, args.search_keys, args.search_queries, args.search_dim, args.repeats)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

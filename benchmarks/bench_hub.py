@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from reference_clibd import ReferenceCLIBD, ReferenceSizes, original_state_dict, randomize_  # noqa: E402
 
 from bioscan_clip_hf import BioscanClipModel, BioscanClipProcessor  # noqa: E402
+from bioscan_clip_hf.atomic import write_text  # noqa: E402
 from bioscan_clip_hf.convert_clibd import convert_checkpoint  # noqa: E402
 from bioscan_clip_hf.processing_bioscan_clip import default_text_vocab_dir  # noqa: E402
 
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         result["batch"] = args.batch
     result["peak_rss_gb"] = round(_peak_rss_gb(), 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bioscan_clip_hf.atomic import write_text  # noqa: E402
 from bioscan_clip_hf.zero_shot.search import exact_topk, faiss_available  # noqa: E402
 
 
@@ -229,7 +230,7 @@ def run_ann(args, argv) -> int:
         index.save(work, "benchmark")
         file_gb = (work / "index.faiss").stat().st_size / 1e9
         settings = ([{"efSearch": e} for e in (32, 64, 128)] if kind == "hnsw"
-                    else [{"nprobe": max(1, round(index.index.nlist * f))} for f in (1 / 64, 1 / 32, 1 / 16)])
+                    else [{"nprobe": max(1, round(index.index.nlist * f))} for f in (1 / 64, 1 / 32, 1 / 16, 1 / 8)])
         for setting in settings:
             index.meta["params"] = setting
             index.search(queries[:8], keys[:subset], k)
@@ -260,7 +261,7 @@ def run_ann(args, argv) -> int:
         "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     if not args.keep_keys:
         for name in ("keys.safetensors", "keys.json"):
@@ -307,7 +308,7 @@ def main(argv=None) -> int:
         "torch_fp32_over_faiss_speed": fp32["queries_per_s"] / faiss_res["queries_per_s"] if faiss_res else None,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
 

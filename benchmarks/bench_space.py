@@ -37,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from bioscan_clip_hf import BioscanClipConfig, BioscanClipModel, BioscanClipProcessor  # noqa: E402
+from bioscan_clip_hf.atomic import write_text  # noqa: E402
 from bioscan_clip_hf.data import load_bioscan  # noqa: E402
 from bioscan_clip_hf.synthetic import generate_synthetic_dataset  # noqa: E402
 from bioscan_clip_hf.zero_shot import KeyBank, ZeroShotClassifier  # noqa: E402
@@ -175,7 +176,7 @@ def write_section(path: Path, section: str) -> None:
     else:
         end = text.find("\n## ", start + 1)
         text = text[: start + 1] + section + (text[end:] if end >= 0 else "")
-    path.write_text(text, encoding="utf-8")
+    write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             results["http"] = time_http(tiny_dir, barcode, photo, args.repeats)
             print(json.dumps(results["http"]), file=sys.stderr, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_text(args.out, json.dumps(results, indent=2) + "\n")
     write_section(args.markdown, markdown(results))
     print(markdown(results))
     return 0

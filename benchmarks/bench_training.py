@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from bioscan_clip_hf import BioscanClipConfig, BioscanClipModel  # noqa: E402
+from bioscan_clip_hf.atomic import write_text  # noqa: E402
 from bioscan_clip_hf.modeling_bioscan_clip import bioscan_clip_loss  # noqa: E402
 
 MODEL_INPUTS = ("pixel_values", "dna_input_ids", "input_ids", "attention_mask")
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "presets": presets,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

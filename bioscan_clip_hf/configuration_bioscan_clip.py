@@ -28,90 +28,55 @@ TEXT_POOLINGS = ("mean", "masked_mean")
 
 _SUB_CONFIG_DEFAULT_TYPES = {"vision_config": "vit", "dna_config": "bert", "text_config": "bert"}
 
+
+def _vit(hidden: int, layers: int, heads: int, intermediate: int, patch: int) -> dict[str, Any]:
+    """A ViT tower at the real model's 224 px input (one image processor serves every preset)."""
+    return {
+        "model_type": "vit",
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": intermediate,
+        "hidden_act": "gelu",
+        "image_size": 224,
+        "patch_size": patch,
+        "num_channels": 3,
+        "qkv_bias": True,
+        "layer_norm_eps": 1e-6,
+    }
+
+
+def _bert(vocab: int, hidden: int, layers: int, heads: int, intermediate: int, positions: int) -> dict[str, Any]:
+    """A BERT tower (the DNA and the text towers)."""
+    return {
+        "model_type": "bert",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": intermediate,
+        "hidden_act": "gelu",
+        "max_position_embeddings": positions,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+    }
+
+
 # Architectures of the towers. ``clibd-base`` is the released CLIBD model: timm ViT-B/16
 # (LayerNorm eps 1e-6), BarcodeBERT 5-mer (BERT-base, vocabulary 1027) and prajjwal1/bert-small.
 _PRESETS: dict[str, dict[str, Any]] = {
     "clibd-base": {
-        "vision_config": {
-            "model_type": "vit",
-            "hidden_size": 768,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "intermediate_size": 3072,
-            "hidden_act": "gelu",
-            "image_size": 224,
-            "patch_size": 16,
-            "num_channels": 3,
-            "qkv_bias": True,
-            "layer_norm_eps": 1e-6,
-        },
-        "dna_config": {
-            "model_type": "bert",
-            "vocab_size": 1027,
-            "hidden_size": 768,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "intermediate_size": 3072,
-            "hidden_act": "gelu",
-            "max_position_embeddings": 512,
-            "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12,
-        },
-        "text_config": {
-            "model_type": "bert",
-            "vocab_size": 30522,
-            "hidden_size": 512,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 8,
-            "intermediate_size": 2048,
-            "hidden_act": "gelu",
-            "max_position_embeddings": 512,
-            "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12,
-        },
+        "vision_config": _vit(768, 12, 12, 3072, patch=16),
+        "dna_config": _bert(1027, 768, 12, 12, 3072, positions=512),
+        "text_config": _bert(30522, 512, 4, 8, 2048, positions=512),
         "projection_dim": 768,
     },
-    # Tiny towers for tests and the CPU demo. The image side keeps the 224 px input of the real
-    # model (so one image processor serves every preset) but uses 32 px patches: 49 patches + CLS.
-    # The text side keeps the standard uncased BERT vocabulary (30522 x 32 embedding).
+    # Tiny towers for tests and the CPU demo: 32 px patches (49 patches + CLS); the text side keeps
+    # the standard uncased BERT vocabulary (30522 x 32 embedding).
     "tiny": {
-        "vision_config": {
-            "model_type": "vit",
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "hidden_act": "gelu",
-            "image_size": 224,
-            "patch_size": 32,
-            "num_channels": 3,
-            "qkv_bias": True,
-            "layer_norm_eps": 1e-6,
-        },
-        "dna_config": {
-            "model_type": "bert",
-            "vocab_size": 1027,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "hidden_act": "gelu",
-            "max_position_embeddings": 160,
-            "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12,
-        },
-        "text_config": {
-            "model_type": "bert",
-            "vocab_size": 30522,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "hidden_act": "gelu",
-            "max_position_embeddings": 32,
-            "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12,
-        },
+        "vision_config": _vit(32, 2, 2, 64, patch=32),
+        "dna_config": _bert(1027, 32, 2, 2, 64, positions=160),
+        "text_config": _bert(30522, 32, 2, 2, 64, positions=32),
         "projection_dim": 32,
         # Pixels scaled to [-1, 1]: with [0, 1] inputs the tiny ViT's CLS embedding starts almost
         # identical for every image and the image tower does not learn in a CPU-sized run.
@@ -121,43 +86,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # prajjwal1/bert-mini; 3.6 M parameters with its MLM head), the text tower has the same shape,
     # and the image tower is a ViT of that width with the real model's 16 px patches.
     "small": {
-        "vision_config": {
-            "model_type": "vit",
-            "hidden_size": 256,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "intermediate_size": 1024,
-            "hidden_act": "gelu",
-            "image_size": 224,
-            "patch_size": 16,
-            "num_channels": 3,
-            "qkv_bias": True,
-            "layer_norm_eps": 1e-6,
-        },
-        "dna_config": {
-            "model_type": "bert",
-            "vocab_size": 1027,
-            "hidden_size": 256,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "intermediate_size": 1024,
-            "hidden_act": "gelu",
-            "max_position_embeddings": 512,
-            "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12,
-        },
-        "text_config": {
-            "model_type": "bert",
-            "vocab_size": 30522,
-            "hidden_size": 256,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "intermediate_size": 1024,
-            "hidden_act": "gelu",
-            "max_position_embeddings": 512,
-            "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12,
-        },
+        "vision_config": _vit(256, 4, 4, 1024, patch=16),
+        "dna_config": _bert(1027, 256, 4, 4, 1024, positions=512),
+        "text_config": _bert(30522, 256, 4, 4, 1024, positions=512),
         "projection_dim": 256,
         # Pixels scaled to [-1, 1], as for `tiny`: a ViT trained from scratch needs centred inputs.
         "image_normalize": True,

@@ -62,6 +62,7 @@ DEFAULT_LOCAL_MODEL = REPO_ROOT / "outputs" / "demo" / "model"
 DEFAULT_LOCAL_DATA = REPO_ROOT / "outputs" / "demo" / "data"
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "data" / "bioscan1m-images"
 EXAMPLES_DIR = APP_DIR / "examples"
+PLACEHOLDER_ORG = "YOUR-ORG/"  # README.md's model repo until the deployer names theirs (README, "Deploy")
 
 MAX_UPLOAD_MB = 10
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
@@ -619,10 +620,15 @@ def readme_model() -> str:
     one ``preload_from_hub`` fetches at build time."""
     from huggingface_hub import metadata_load
 
-    models = (metadata_load(APP_DIR / "README.md") or {}).get("models") or []
+    readme = APP_DIR / "README.md"
+    models = (metadata_load(readme) or {}).get("models") or []
     if not models:
-        raise SystemExit(f"{APP_DIR / 'README.md'} names no model (`models:`); set BIOSCAN_CLIP_MODEL")
-    return str(models[0])
+        raise SystemExit(f"{readme} names no model (`models:`); set BIOSCAN_CLIP_MODEL")
+    model = str(models[0])
+    if model.startswith(PLACEHOLDER_ORG):  # a Space copied without its deploy step: say so, not "repo not found"
+        raise SystemExit(f"{readme} still names the placeholder model {model} under `models:`: push your model "
+                         "(bioscan-clip push) and put its id there and under `preload_from_hub:`, or set BIOSCAN_CLIP_MODEL")
+    return model
 
 
 def resolve_settings(args: argparse.Namespace) -> SpaceSettings:

@@ -373,7 +373,7 @@ def test_space_missing_default_model_message(tmp_path, monkeypatch):
         app.main([])
 
 
-def test_space_installs_this_project_and_names_no_one_elses_repo(monkeypatch):
+def test_space_installs_this_project_and_names_no_one_elses_repo(monkeypatch, tmp_path):
     """requirements.txt lists the package's dependencies as pyproject.toml gives them (the package itself
     ships as source beside app.py: the Space builder installs requirements before copying the repo) and
     installs nothing from another organisation's URL; on a Space the page loads the model the README names."""
@@ -394,7 +394,11 @@ def test_space_installs_this_project_and_names_no_one_elses_repo(monkeypatch):
     assert readme["models"] == ["YOUR-ORG/bioscan-clip-demo"] == readme["preload_from_hub"]  # the pusher's to fill in
     monkeypatch.delenv("BIOSCAN_CLIP_MODEL", raising=False)
     monkeypatch.setenv("SPACE_ID", "someone/some-space")
-    assert app.resolve_settings(Namespace(model=None, bank=None)).model == "YOUR-ORG/bioscan-clip-demo"
+    with pytest.raises(SystemExit, match="still names the placeholder model YOUR-ORG/bioscan-clip-demo under `models:`"):
+        app.resolve_settings(Namespace(model=None, bank=None))
+    monkeypatch.setattr(app, "APP_DIR", tmp_path)  # the README as the deployer fills it in
+    (tmp_path / "README.md").write_text((REPO / "space" / "README.md").read_text().replace("YOUR-ORG/", "my-lab/"))
+    assert app.resolve_settings(Namespace(model=None, bank=None)).model == "my-lab/bioscan-clip-demo"
     assert "bioscan-ml" not in (REPO / "space" / "README.md").read_text() + (REPO / "space" / "app.py").read_text()
 
 

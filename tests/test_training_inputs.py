@@ -22,9 +22,11 @@ CONFIG = REPO / "training" / "configs" / "demo_synthetic.yaml"
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
+    """train.py's arguments; one validation split, so the saved key bank is not calibrated: these tests never
+    read it, and a calibration costs seconds per run (tests/test_training_train.py's best-model test checks it)."""
     return ["--config", str(CONFIG), "--dataset", str(data), "--output_dir", str(out), "--modalities", "dna", "text",
             "--per_device_train_batch_size", "8", "--max_train_samples", "32", "--eval_every", "0", "--disable_tqdm",
-            *extra]
+            "--eval_query_splits", "val", *extra]
 
 
 def _copy_data(src: Path, dst: Path, drop: tuple[str, ...] = ()) -> Path:
@@ -90,7 +92,8 @@ def _bad_cases(data: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("batch of one", ["--per_device_train_batch_size", "1"], "`per_device_train_batch_size` must be >= 2 (InfoNCE needs negatives)"),
         ("one modality", ["--modalities", "dna"], "`modalities` must be two or three distinct"),
         ("missing dataset", ["--dataset", str(tmp / "no_such_data")], f"dataset path does not exist: {tmp / 'no_such_data'}"),
-        ("missing split", ["--dataset", str(no_val_unseen)], "has no split(s) ['val_unseen'] listed in eval_query_splits"),
+        ("missing split", ["--dataset", str(no_val_unseen), "--eval_query_splits", "val", "val_unseen"],
+         "has no split(s) ['val_unseen'] listed in eval_query_splits"),
         ("missing resume path", ["--resume_from_checkpoint", str(tmp / "nope")], f"resume_from_checkpoint {tmp / 'nope'}: no such folder"),
         ("resume from a non-checkpoint", ["--resume_from_checkpoint", str(not_a_checkpoint)], "not a checkpoint of training/train.py"),
         ("dna_init not a model", ["--dna_init", str(not_a_checkpoint)], "not a model folder (no config.json)"),

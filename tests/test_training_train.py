@@ -28,9 +28,13 @@ def tiny_data(synthetic_tiny_dir) -> Path:
     return synthetic_tiny_dir
 
 
-def _args(data: Path, out: Path, *extra: str) -> list[str]:
+def _args(data: Path, out: Path, *extra: str, calibrate: bool = False) -> list[str]:
+    """train.py's arguments; without ``calibrate`` one validation split is given, so the saved key bank is
+    not calibrated (``save_best_model`` calibrates on a (seen, unseen) pair): only the best-model test
+    checks the calibration, and each calibration costs seconds in every run of the tests that follow."""
     return ["--config", str(REPO / "training/configs/demo_synthetic.yaml"), "--dataset", str(data),
-            "--output_dir", str(out), "--per_device_train_batch_size", "8", "--disable_tqdm", *extra]
+            "--output_dir", str(out), "--per_device_train_batch_size", "8", "--disable_tqdm",
+            *(() if calibrate else ("--eval_query_splits", "val")), *extra]
 
 
 # ------------------------------------------------------------------ configuration
@@ -141,9 +145,10 @@ def test_two_step_run_of_each_modality_combination(tiny_data, tmp_path, modaliti
 
 
 def test_resume_latest_is_exact_from_epoch_end_and_mid_epoch(tiny_data, tmp_path):
-    # 64 records / batch 8 = 8 steps per epoch; checkpoints at steps 3, 6, ... and each epoch end.
-    # Barcode augmentation is on too: its draws must also replay exactly after a resume.
-    common = ["--modalities", "image", "dna", "text", "--max_train_samples", "64", "--num_train_epochs", "2",
+    # 32 records / batch 8 = 4 steps per epoch; checkpoints at steps 3, 6 and each epoch end (4, 8), so
+    # step_3 is mid-epoch 1 and epoch_1 an epoch end. Barcode augmentation is on too: its draws must also
+    # replay exactly after a resume.
+    common = ["--modalities", "image", "dna", "text", "--max_train_samples", "32", "--num_train_epochs", "2",
               "--eval_every", "0", "--checkpointing_steps", "3", "--checkpoints_total_limit", "none",
               "--dna_substitution_rate", "0.05", "--dna_max_trim_start", "4", "--dna_max_trim_end", "20"]
     straight = tmp_path / "straight"
@@ -153,7 +158,7 @@ def test_resume_latest_is_exact_from_epoch_end_and_mid_epoch(tiny_data, tmp_path
         resumed = tmp_path / f"from_{start}"
         shutil.copytree(straight / "checkpoints" / start, resumed / "checkpoints" / start)
         summary = main(_args(tiny_data, resumed, *common, "--resume_from_checkpoint", "latest"))
-        assert summary["global_step"] == 16
+        assert summary["global_step"] == 8
         got = load_file(resumed / "checkpoints" / "epoch_2" / "model.safetensors")
         assert got.keys() == final.keys()
         for name, tensor in final.items():
@@ -236,7 +241,7 @@ def test_best_model_by_validation_reloads_with_automodel(tiny_data, tmp_path):
 
     out = tmp_path / "run"
     summary = main(_args(tiny_data, out, "--modalities", "image", "dna", "text", "--num_train_epochs", "2",
-                         "--max_train_samples", "32", "--eval_every", "1"))
+                         "--max_train_samples", "32", "--eval_every", "1", calibrate=True))
     assert summary["best_epoch"] in (1, 2) and summary["best_val_selection_score"] is not None
     best = out / "best_model"
     evaluation = json.loads((best / "eval_results.json").read_text())

@@ -59,11 +59,12 @@ def test_dataset_object_and_pair_subset(tiny_model, tiny_processor, zeroshot_dat
 def test_training_evaluate_wrapper(tiny_model_dir, zeroshot_data_dir, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "training" / "evaluate.py"), "--model", str(tiny_model_dir), "--data",
-         str(zeroshot_data_dir), "--split", "test", "--out", str(tmp_path), "--no-progress", "--device", "cpu"],
+         str(zeroshot_data_dir), "--split", "test", "--out", str(tmp_path), "--no-progress", "--device", "cpu",
+         "--identification", "nearest"],  # every method's scoring: test_cli_zeroshot.py::test_eval_subcommand
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| Order |" in proc.stdout
+    assert "| Order |" in proc.stdout and "| dna → dna | nearest (" in proc.stdout
     assert json.loads((tmp_path / "results.json").read_text())["protocol"]["query_splits"] == ["test", "test_unseen"]
 
 

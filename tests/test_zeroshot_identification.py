@@ -79,6 +79,43 @@ def test_bank_stores_a_strict_json_calibration_per_modality_and_method(calibrate
     assert KeyBank.load(tmp_path / "bank").calibration.to_dict() == cal.to_dict()
 
 
+def test_a_calibration_this_code_cannot_apply_is_refused_in_one_note(tiny_model, tiny_processor, calibrated_bank, keys):
+    """Banks calibrated by another version of the code, or for other evidence, answer uncalibrated and
+    say why in one note, never a crash or a wrong probability."""
+    good = calibrated_bank.meta["calibration"]
+    older = {**json.loads(json.dumps(good)), "format": 2}
+    shape = json.loads(json.dumps(good))  # a novelty model of another feature layout (5 weights, not 2)
+    shape["novelty"]["dna"]["flags"]["species"]["weights"] = [0.1] * 5
+    layout = json.loads(json.dumps(good))
+    del layout["probability"]["dna/nearest"]["temperatures"]
+    cases = [(older, calibrated_bank.table, "its calibration has format 2"),
+             (shape, calibrated_bank.table, "its dna novelty model does not fit"),
+             (layout, calibrated_bank.table, "not laid out as this version"),
+             (good, calibrated_bank.table.drop(columns=["dna_barcode"]), "evidence this key bank does not have (kmer)")]
+    for cal, table, why in cases:
+        bank = KeyBank(calibrated_bank.embeddings, table, {**calibrated_bank.meta, "calibration": cal})
+        assert bank.calibration is None and why in bank.calibration_problem
+        row = ZeroShotClassifier(tiny_model, tiny_processor, bank, device="cpu").predict(
+            dna=keys["dna_barcode"][:1], progress=False)[0]
+        assert row["error"] is None and row["notes"].startswith("the key bank's calibration is not used (") and why in row["notes"]
+        assert row["novelty_probability"] is None and 0 < row["species_probability"] <= 1
+
+
+def test_bank_fingerprint_is_written_at_build_time_and_trusted_on_load(calibrated_bank, tmp_path, monkeypatch):
+    import bioscan_clip_hf.zero_shot.bank as bank_module
+    from bioscan_clip_hf.zero_shot.provenance import CONTENT_FINGERPRINT_KEY
+
+    calibrated_bank.save(tmp_path / "bank")
+    stored = json.loads((tmp_path / "bank" / "bank.json").read_text())[CONTENT_FINGERPRINT_KEY]
+    assert stored == bank_module.bank_content_fingerprint(calibrated_bank.embeddings, calibrated_bank.table)
+
+    def rehash(*_):
+        raise AssertionError("a loaded bank re-hashed its keys")
+
+    monkeypatch.setattr(bank_module, "bank_content_fingerprint", rehash)
+    assert KeyBank.load(tmp_path / "bank").content_fingerprint == stored  # one read of bank.json, no hashing
+
+
 def test_novelty_means_not_in_the_library(tiny_model, tiny_processor, keys, validation, clf):
     """A query of a species with keys is 'in the library'; the same query against a library without
     its species is not. Rows never claim a confident species for a specimen called novel."""
@@ -119,7 +156,7 @@ def test_fused_evidence_changes_with_the_photo(tiny_model, tiny_processor, calib
     clf = _fused_classifier(tiny_model, tiny_processor, calibrated_bank, ["dna", "image"], (10.0, spread / 4))
     barcode = keys["dna_barcode"][0]
     rows = clf.predict(images=photos, dna=[barcode] * len(photos), progress=False)
-    assert all(r["modality"] == "image+dna" and r["error"] is None for r in rows)
+    assert all(r["modality"] == "image+dna" and r["error"] is None and "not used" not in (r["notes"] or "") for r in rows)
     assert len({r["species"] for r in rows}) > 1 and len({r["topk_scores"] for r in rows}) > 1
     alone = clf.predict(dna=[barcode], progress=False)[0]
     assert alone["modality"] == "dna"
@@ -194,3 +231,8 @@ def test_cli_kmer_method_and_checklist(tiny_model_dir, tiny_model, calibrated_ba
     assert set(rows["order"]) == {keys["order"][0]} and rows["species_probability"].between(0, 1).all()
     assert main(["predict", str(fasta), "--taxa", "Nonexistia", *common]) == 2
     assert "not in the reference library: Nonexistia" in capsys.readouterr().err
+    for bad in ("nan", "-0.1", "1.5", "0"):  # the level of confident_rank is a probability in (0, 1]
+        with pytest.raises(SystemExit) as exc:
+            main(["predict", str(fasta), "--confidence", bad, *common])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and f"--confidence: expected a probability in (0, 1], got '{bad}'" in err[0]

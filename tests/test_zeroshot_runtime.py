@@ -91,11 +91,14 @@ def test_sdpa_and_eager_attention_give_the_same_embeddings(tiny_model, tiny_proc
 
 
 def test_bf16_classifier_answers_like_fp32(trained_tiny_model_dir):
-    """bf16 weights give the fp32 answer (the trained tiny model and its bank): the same label at every
-    rank with the same probabilities, and a nearest key that fp32 scores as high as its own choice.
+    """bf16 weights give the fp32 answer (the trained tiny model and its bank), wherever precision can
+    decide it: embeddings at cosine >= 0.999; the same label at every rank where fp32 is decisive, with
+    the same probabilities; the same nearest key where fp32's top-1/top-2 margin exceeds what the measured
+    bf16 error can overturn, and elsewhere a key fp32 scores within that error of its own choice.
 
-    The nearest key itself may differ: this briefly trained model puts keys of related species within
-    1e-5 cosine of each other, below the resolution of any precision (fp32 batches differ by ~1e-6).
+    Near-ties are the rule here: this briefly trained model puts keys of related species within 1e-5
+    cosine of each other, below the resolution of bf16 (and of fp32 across machines), so which of two
+    such keys is nearest is not a property of the model; equality is only asserted where it is.
     """
     import pandas as pd
 
@@ -112,13 +115,27 @@ def test_bf16_classifier_answers_like_fp32(trained_tiny_model_dir):
         assert table["error"].isna().all()
         feats[dtype] = torch.tensor(np.stack(table["embedding"].tolist()), dtype=torch.float32)
         nearest[dtype] = clf.bank.search(feats[dtype], k=1)[1][:, 0]
+    cosine = torch.nn.functional.cosine_similarity(feats["float32"], feats["bfloat16"], dim=1)
+    assert cosine.min() >= 0.999, cosine.min()
+
     fp32, bf16 = answers["float32"], answers["bfloat16"]
-    assert fp32["error"].isna().all()
+    assert fp32["error"].isna().all() and bf16["error"].isna().all()
+    tolerance = 0.01  # probabilities may move this much; a label held by more than half + tolerance cannot flip
     for rank in ("order", "family", "genus", "species"):
-        assert fp32[rank].tolist() == bf16[rank].tolist(), rank
-        np.testing.assert_allclose(bf16[f"{rank}_probability"], fp32[f"{rank}_probability"], atol=0.01)
+        p32, p16 = fp32[f"{rank}_probability"].to_numpy(), bf16[f"{rank}_probability"].to_numpy()
+        decisive = p32 > 0.5 + tolerance
+        assert decisive.mean() >= 0.5, (rank, p32)  # else the label check below would test little
+        assert fp32[rank][decisive].tolist() == bf16[rank][decisive].tolist(), rank
+        np.testing.assert_allclose(p16[decisive], p32[decisive], atol=tolerance)
     np.testing.assert_allclose(bf16["novelty_probability"], fp32["novelty_probability"], atol=0.02)
-    scores = feats["float32"] @ clf.bank.embeddings.float().T
+
+    keys = clf.bank.embeddings.float()
+    scores, scores_bf16 = feats["float32"] @ keys.T, feats["bfloat16"] @ keys.T
+    error = float((scores - scores_bf16).abs().max()) + 1e-6  # bf16's largest score error (+ fp32 rounding)
+    top2 = scores.topk(2, dim=1).values
+    decisive = top2[:, 0] - top2[:, 1] > 2 * error
+    assert torch.equal(nearest["bfloat16"][decisive], nearest["float32"][decisive])
     best = scores.gather(1, nearest["float32"][:, None])[:, 0]
+    torch.testing.assert_close(best, scores.max(dim=1).values, rtol=0, atol=1e-6)  # the bank's search is exact
     chosen = scores.gather(1, nearest["bfloat16"][:, None])[:, 0]
-    assert (best - chosen).max() <= 1e-4
+    assert (best - chosen).max() <= 2 * error

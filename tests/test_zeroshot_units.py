@@ -14,7 +14,7 @@ import math
 import torch
 
 from bioscan_clip_hf.zero_shot.evidence import (
-    Candidates, KeySource, Shortlist, expected_calibration_error, fit_temperatures, reliability_bins,
+    Candidates, KeySource, Shortlist, expected_calibration_error, fit_temperatures, mean_nll, reliability_bins,
 )
 from bioscan_clip_hf.zero_shot.identify import confident_ranks
 from bioscan_clip_hf.zero_shot.kmer import kmer_profiles
@@ -132,6 +132,28 @@ def test_fitted_temperature_recovers_the_generating_one_and_calibrates():
     ids, p = cand.rank_probabilities(cand.probabilities(temps, rest, floor))["species"]
     ok = ids[:, 0].numpy() == truths["species"]
     assert expected_calibration_error(p[:, 0].numpy(), ok) < 0.045  # 15-bin ECE of 1,500 draws: ~0.02 from sampling alone
+
+
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+def test_fitting_nll_equals_the_nll_of_the_answered_probabilities(pooling):
+    # The fit's precomputed NLL must be exactly the NLL of the distributions users get: two sources
+    # with leaves missing from one shortlist (bounds), unlisted leaves (rest), a floor, unknown truths.
+    rng = np.random.default_rng(1)
+    lineages = [(f"O{i % 2}", f"F{i % 4}", f"G{i % 8}", f"S{i}") for i in range(30)]
+    index = TaxonIndex.from_lineages(lineages)
+    shorts = []
+    for _ in range(2):
+        leaves = np.stack([rng.choice(30, 6, replace=False) for _ in range(40)])
+        scores = np.sort(rng.uniform(0.2, 0.9, (40, 6)), axis=1)[:, ::-1].copy()
+        short = _shortlist(scores.tolist(), leaves.tolist())
+        short.pooling = pooling
+        shorts.append(short)
+    cand = Candidates(shorts, index)
+    truth_leaf = rng.integers(0, 30, 40)
+    truths = {r: index.taxon_of_leaf[r][truth_leaf].copy() for r in RANKS}
+    truths["species"][:3] = -1
+    for params in ([0.05, 0.2, -2.0, 0.01], [0.5, 0.01, 1.0, 0.2], [0.02, 0.02, -30.0, 1e-6]):
+        assert cand.nll_function(truths)(params) == pytest.approx(float(mean_nll(cand, params, truths)), rel=1e-9)
 
 
 def test_ece_and_reliability_bins():

@@ -45,10 +45,18 @@ def evaluate(model: BioscanClipModel, processor: BioscanClipProcessor, cfg: Trai
         data,
         query_splits=tuple(cfg.eval_query_splits),
         key_splits=tuple(cfg.eval_key_splits),
+        # Calibration and novelty are scored against the keys of the bank the model ships with
+        # (each key modality costs two calibration fits per validation).
+        identification_keys=(bank_modality(cfg),),
         batch_size=cfg.eval_batch_size,
         title=f"{Path(cfg.dataset).name}" + (" (SYNTHETIC data)" if is_synthetic(cfg) else ""),
         progress=not cfg.disable_tqdm,
     )
+
+
+def bank_modality(cfg: TrainConfig) -> str:
+    """The modality of the key bank saved with the best model (``key_bank_modality``, else DNA when trained)."""
+    return cfg.key_bank_modality or ("dna" if "dna" in cfg.modalities else "image")
 
 
 def is_synthetic(cfg: TrainConfig) -> bool:
@@ -77,7 +85,7 @@ def save_best_model(
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        modality = cfg.key_bank_modality or ("dna" if "dna" in cfg.modalities else "image")
+        modality = bank_modality(cfg)
         keys = load_bioscan(cfg.dataset, split=list(cfg.eval_key_splits), decode_images=False)
         was_training = model.training
         model.eval()

@@ -210,6 +210,7 @@ def lr_factor(epoch: int, warmup_epochs: int, start_factor: float) -> float:
 
 
 def build_tokenizer(cfg: PretrainConfig) -> BarcodeKmerTokenizer:
+    """The DNA tokenizer the run pre-trains with and saves beside the tower."""
     return BarcodeKmerTokenizer(k=cfg.kmer_size, stride=cfg.stride, max_length=cfg.max_length, leading_id=cfg.leading_id)
 
 

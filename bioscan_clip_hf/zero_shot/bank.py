@@ -43,7 +43,7 @@ from safetensors.torch import save_file
 
 from ..atomic import WriteTargetError, atomic_dir, check_writable, write_json
 from ..taxonomy import RANKS
-from .calibration import METHODS, CalibrationMismatch, LibraryCalibration, calibrate_library, unusable_reason
+from .calibration import METHODS, LibraryCalibration, calibrate_library, stored_sources, unusable_reason
 from .encode import MODALITIES, combine_features, encode_dataset, encode_texts
 from .evidence import KeySource
 from .kmer import kmer_profiles
@@ -153,18 +153,26 @@ class KeyBank:
 
     @property
     def calibration(self) -> LibraryCalibration | None:
-        """The calibration fitted when the bank was built (None: uncalibrated, or calibrated by another
-        version of the code: :attr:`calibration_problem` says why)."""
-        try:
-            return LibraryCalibration.from_dict(self.meta.get("calibration"))
-        except CalibrationMismatch:
+        """The calibration fitted when the bank was built (None: uncalibrated, or one this code cannot
+        apply: :attr:`calibration_problem` says why)."""
+        if self.calibration_problem is not None:
             return None
+        return LibraryCalibration.from_dict(self.meta.get("calibration"))
 
     @property
     def calibration_problem(self) -> str | None:
-        """Why the stored calibration cannot be used (None: there is none, or it can)."""
+        """Why the stored calibration cannot be used (None: there is none, or it can): written by
+        another version of the code, or fitted on evidence this bank does not have (e.g. copied
+        from a bank that stores barcodes)."""
         stored = self.meta.get("calibration")
-        return unusable_reason(stored) if stored else None
+        if not stored:
+            return None
+        reason = unusable_reason(stored)
+        if reason is None:
+            missing = sorted(stored_sources(stored) - set(self._source_names()))
+            if missing:
+                reason = f"it was fitted on evidence this key bank does not have ({', '.join(missing)})"
+        return reason
 
     @property
     def taxon_index(self) -> TaxonIndex:
@@ -191,6 +199,14 @@ class KeyBank:
             self._derived["kmer"] = KeySource("kmer", profiles.to(self.embeddings.device), leaf, torch.from_numpy(rows))
         return self._derived["kmer"]
 
+    def _learned_names(self) -> list[str]:
+        """The query features the key embeddings answer (see :meth:`sources`)."""
+        return [self.modality] if self.modality in ("averaged", "concatenated") else ["dna", "image"]
+
+    def _source_names(self) -> list[str]:
+        """The names of the evidence sources :meth:`sources` can give (text ones given prompts)."""
+        return self._learned_names() + (["kmer"] if self.has_barcodes else []) + ["text:dna", "text:image"]
+
     def sources(self, prompts: torch.Tensor | None = None) -> dict[str, KeySource]:
         """Evidence sources by query feature (see :mod:`~bioscan_clip_hf.zero_shot.calibration`).
 
@@ -201,8 +217,7 @@ class KeyBank:
         index = self.taxon_index
         learned = KeySource(self.modality, self.embeddings, torch.from_numpy(index.leaf_of_record),
                             search=lambda queries, k: self.search(queries, k))
-        names = (self.modality,) if self.modality in ("averaged", "concatenated") else ("dna", "image")
-        out = {name: learned for name in names}
+        out = {name: learned for name in self._learned_names()}
         if self.has_barcodes:
             out["kmer"] = self.kmer_source()
         if prompts is not None:

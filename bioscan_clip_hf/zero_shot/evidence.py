@@ -45,8 +45,9 @@ Example:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -225,7 +226,11 @@ class Candidates:
             slots = self.slot[:, a:b]
             best = torch.full(self.leaf.shape, float("-inf"), dtype=torch.float64)
             best = best.scatter_reduce(1, slots, short.scores.double(), reduce="amax", include_self=True)
-            self._pooled.append((short, slots, best, short.bound.double()))
+            bound = short.bound.double()
+            # A max-pooled source's log-evidence is this over its temperature: a leaf it did not
+            # shortlist stands at its bound.
+            filled = torch.where(torch.isfinite(best), best, bound[:, None].expand_as(best))
+            self._pooled.append((short, slots, best, bound, filled))
         library = np.ones(len(index.leaves), dtype=bool) if library is None else np.asarray(library, dtype=bool)
         self.n_library = max(int(library.sum()), 1)
         self.n_unlisted = (self.n_library - self.valid.sum(dim=1)).clamp(min=0).double()
@@ -251,16 +256,15 @@ class Candidates:
         bounds: the log-evidence of a leaf outside every shortlist)``."""
         total = torch.zeros(self.leaf.shape, dtype=torch.float64)
         bounds = torch.zeros(self.leaf.shape[0], dtype=torch.float64)
-        for (short, slots, best, bound), temp in zip(self._pooled, temperatures):
+        for (short, slots, best, bound, filled), temp in zip(self._pooled, temperatures):
+            scaled_bound = bound / temp
             if short.pooling == "sum":
                 values = short.scores.double() / temp
                 shift = torch.where(torch.isfinite(best), best / temp, torch.zeros_like(best))
                 mass = torch.zeros_like(best).scatter_add(1, slots, torch.exp(values - shift.gather(1, slots)))
-                pooled = torch.log(mass) + shift
+                total += torch.where(torch.isfinite(best), torch.log(mass) + shift, scaled_bound[:, None].expand_as(best))
             else:
-                pooled = best / temp
-            scaled_bound = bound / temp
-            total += torch.where(torch.isfinite(best), pooled, scaled_bound[:, None].expand_as(pooled))
+                total += filled / temp
             bounds += scaled_bound
         return total.masked_fill(~self.valid, float("-inf")), bounds
 
@@ -309,6 +313,42 @@ class Candidates:
             out[rank] = torch.where(known, p, torch.full_like(p, float("nan")))
         return out
 
+    def nll_function(self, truths: dict[str, np.ndarray], ranks: Sequence[str] = RANKS) -> Callable[[Sequence[float]], float]:
+        """The mean NLL of the true taxa over ``ranks`` as a function of ``(temperatures..., rest,
+        floor)``: :func:`mean_nll`'s value, with everything the parameters do not change computed
+        once (fitting evaluates it a few hundred times; about 10 tensor operations per call).
+        Only the leaves' total per true taxon is needed, so no per-rank distribution is built."""
+        targets = [self._target(rank, truths[rank]) for rank in ranks]
+        hit = torch.stack([t[0] for t in targets], dim=2)  # [nq, S, R]
+        known = torch.stack([t[1] for t in targets], dim=1)  # [nq, R]
+        truth_leaves = torch.stack([t[2] for t in targets], dim=1)
+        unlisted_truth = truth_leaves - hit.sum(dim=1)
+        log_unlisted = torch.log(self.n_unlisted)
+        has_unlisted = self.n_unlisted > 0
+        linear = all(short.pooling == "max" for short, *_ in self._pooled)
+        if linear:  # every source max-pooled: the summed log-evidence is linear in 1 / temperature
+            filled = torch.stack([p[4] for p in self._pooled], dim=2)  # [nq, S, sources]
+            bounds = torch.stack([p[3] for p in self._pooled], dim=1)  # [nq, sources]
+        invalid = ~self.valid
+
+        def nll(params: Sequence[float]) -> float:
+            temps, rest, floor = params[:-2], float(params[-2]), float(params[-1])
+            if linear:
+                inverse = torch.tensor([1.0 / t for t in temps], dtype=torch.float64)
+                logits, bound = (filled @ inverse).masked_fill_(invalid, float("-inf")), bounds @ inverse
+            else:
+                logits, bound = self.logits(temps)
+            rest_logit = bound + rest + log_unlisted
+            norm = torch.logsumexp(torch.cat([logits, rest_logit[:, None]], dim=1), dim=1, keepdim=True)
+            probs = torch.exp(logits - norm)
+            per_leaf = torch.where(has_unlisted, torch.exp(rest_logit - norm[:, 0]) / self.n_unlisted.clamp(min=1), 0.0)
+            listed = torch.bmm(probs[:, None, :], hit).squeeze(1)
+            p = (1.0 - floor) * (listed + unlisted_truth * per_leaf[:, None]) + (floor / self.n_library) * truth_leaves
+            values = -torch.log(p.nan_to_num(0.0).clamp(min=1e-12))[known]
+            return float(values.mean()) if values.numel() else float("nan")
+
+        return nll
+
     def _target(self, rank: str, truth: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(hit [nq, S]: slot leaf in the true taxon, known [nq], leaves of the true taxon [nq])``,
         cached per truth array (fitting evaluates the same truths hundreds of times)."""
@@ -327,6 +367,19 @@ def mean_nll(cand: Candidates, params: Sequence, truths: dict[str, np.ndarray], 
     probs = cand.true_probabilities(cand.probabilities(params[:-2], params[-2], params[-1]), truths)
     values = torch.cat([-torch.log(probs[r].clamp(min=1e-12))[~torch.isnan(probs[r])] for r in ranks])
     return values.mean() if values.numel() else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    """Torch on one thread inside: a fit runs thousands of ops on small tensors, for which the
+    intra-op thread pool costs far more than it gives (a float64 softmax of 30 x 65: 0.01 ms on one
+    thread, 15 ms on two threads of a loaded 2-core machine; measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _golden(f: Callable[[float], float], lo: float, hi: float, steps: int = 10) -> float:
@@ -364,22 +417,25 @@ def fit_temperatures(
     def actual(values: list[float]) -> list[float]:
         return [math.exp(v) for v in values[:n]] + [values[n], 1.0 / (1.0 + math.exp(-values[n + 1]))]
 
+    nll = cand.nll_function(truths, ranks)
+
     def loss(values: list[float]) -> float:
-        value = float(mean_nll(cand, actual(values), truths, ranks))
+        value = nll(actual(values))
         return value if math.isfinite(value) else float("inf")
 
-    for _ in range(rounds):
-        for m, (lo, hi) in enumerate(ranges):
-            def along(x: float, m: int = m) -> float:
-                trial = list(params)
-                trial[m] = x
-                return loss(trial)
+    with _single_threaded():
+        for _ in range(rounds):
+            for m, (lo, hi) in enumerate(ranges):
+                def along(x: float, m: int = m) -> float:
+                    trial = list(params)
+                    trial[m] = x
+                    return loss(trial)
 
-            grid = np.linspace(lo, hi, 7)
-            best = int(np.argmin([along(x) for x in grid]))
-            params[m] = _golden(along, grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)])
-    fitted = actual(params)
-    return fitted[:n], fitted[n], fitted[n + 1], loss(params)
+                grid = np.linspace(lo, hi, 7)
+                best = int(np.argmin([along(x) for x in grid]))
+                params[m] = _golden(along, grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)])
+        fitted = actual(params)
+        return fitted[:n], fitted[n], fitted[n + 1], loss(params)
 
 
 def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], n_bins: int = 15) -> list[dict]:
