@@ -6,6 +6,9 @@ TORCH_SPEC ?= torch==2.13.0
 # transformers 4.57.x lives in its own target folder for the compatibility test.
 COMPAT_DIR ?= .compat-tf457
 COMPAT_SPEC ?= transformers==4.57.6 tokenizers==0.22.1 huggingface_hub==0.36.0
+# Test processes (pytest-xdist): the tests run on one torch thread each, so one worker per core;
+# whole files go to one worker so their module fixtures are built once.
+TEST_WORKERS ?= 2
 
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -40,7 +43,7 @@ $(COMPAT_DIR)/.installed:
 compat: $(COMPAT_DIR)/.installed
 
 test: install system-deps compat
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	$(PY) training/demo.py --out outputs/demo
