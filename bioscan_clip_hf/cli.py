@@ -52,6 +52,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# The help of every option that picks key splits (bioscan_clip_hf.data.parquet.dataset_key_splits decides).
+_DEFAULT_KEY_SPLITS = ("(default: the data set's evaluation keys, key_seen,key_unseen for a BIOSCAN-1M build, "
+                       "else train,key_unseen)")
+
+
 def _whole_number(minimum: int):
     """An argparse ``type`` accepting whole numbers >= ``minimum``."""
 
@@ -172,8 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-bank", help="embed labelled records into a key bank (safetensors + Parquet + JSON)")
     _common(p)
     p.add_argument("--data", required=True, help="data set folder or Hub dataset id (package Parquet layout)")
-    p.add_argument("--splits", default=None, help="key splits, comma-separated (default: the data set's evaluation keys, "
-                   "key_seen,key_unseen for a BIOSCAN-1M build, else train,key_unseen)")
+    p.add_argument("--splits", default=None, help=f"key splits, comma-separated {_DEFAULT_KEY_SPLITS}")
     p.add_argument("--modality", default="dna", choices=("dna", "image", "text", "averaged", "concatenated"),
                    help="key features (default dna)")
     p.add_argument("--calibrate", default="val,val_unseen",
@@ -194,8 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--data", required=True, help="data set folder or Hub dataset id")
     p.add_argument("--split", default="val", choices=("val", "test"), help="queries: val+val_unseen or test+test_unseen")
-    p.add_argument("--key-splits", default=None, help="comma-separated (default: the data set's evaluation keys, "
-                   "key_seen,key_unseen for a BIOSCAN-1M build, else train,key_unseen)")
+    p.add_argument("--key-splits", default=None, help=f"comma-separated {_DEFAULT_KEY_SPLITS}")
     p.add_argument("--title", default=None, help="label for the table and plot (e.g. 'synthetic data')")
     p.add_argument("--identification", default="nearest,knn,kmer",
                    help="methods whose calibrated answers are scored beside accuracy (ECE per rank, accuracy at the "
