@@ -6,7 +6,8 @@ TORCH_SPEC ?= torch==2.13.0
 # transformers 4.57.x lives in its own target folder for the compatibility test.
 COMPAT_DIR ?= .compat-tf457
 COMPAT_SPEC ?= transformers==4.57.6 tokenizers==0.22.1 huggingface_hub==0.36.0
-# Test processes (pytest-xdist): the tests run on one torch thread each, so one worker per core;
+# Test processes (pytest-xdist): the tests run on one torch thread each, so one worker per core of the
+# 2-core CI machine (TEST_WORKERS=N for more);
 # whole files go to one worker so their module fixtures are built once.
 TEST_WORKERS ?= 2
 

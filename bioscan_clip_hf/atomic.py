@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import math
 import os
 import secrets
 import shutil
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = [
+    "finite_json",
     "WriteTargetError",
     "atomic_dir",
     "atomic_path",
@@ -311,6 +313,22 @@ def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> P
         write_text("README.md", card)
     """
     return write_bytes(path, text.encode(encoding))
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (inf, NaN) replaced by None, so strict JSON can hold it.
+
+    Example::
+
+        finite_json({"threshold": float("inf"), "scores": (0.5, float("nan"))})  # {"threshold": None, "scores": [0.5, None]}
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> Path:

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .atomic import atomic_path, write_figure
+from .atomic import atomic_path, finite_json, write_figure
 from .metrics.taxonomic_accuracy.topk import accuracy_report
 from .taxonomy import RANKS
 from .zero_shot.encode import combine_features, encode_dataset, encode_texts, record_texts, resolve_device
@@ -578,15 +578,4 @@ def write_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, 
 
 def results_json(results: dict[str, Any]) -> str:
     """``evaluate_model``'s results as strict JSON (inf/NaN, e.g. an undefined AUROC, become null)."""
-    return json.dumps(_finite(results), indent=2, allow_nan=False) + "\n"
-
-
-def _finite(obj: Any) -> Any:
-    """Replace inf/NaN (e.g. an always-right rank threshold) with None so the JSON is standard."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
+    return json.dumps(finite_json(results), indent=2, allow_nan=False) + "\n"

@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .atomic import atomic_path
+from .atomic import write_figure
 from .metrics.taxonomic_accuracy.topk import harmonic_mean
 from .taxonomy import RANKS
 
@@ -238,8 +238,4 @@ def plot_comparison(comparison: Mapping[str, Any], path: str | Path) -> Path:
         title += "\nours on SYNTHETIC data"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return write_figure(path, fig)

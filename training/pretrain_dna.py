@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from transformers import BertForMaskedLM
 from transformers.hf_argparser import HfArg
 
-from bioscan_clip_hf.atomic import atomic_path, write_json
+from bioscan_clip_hf.atomic import atomic_path, write_figure, write_json
 from bioscan_clip_hf.configuration_bioscan_clip import PRESET_NAMES, BioscanClipConfig
 from bioscan_clip_hf.tokenization_barcode import BarcodeKmerTokenizer
 from training.arguments import ConfigError, parse_config, run_cli
@@ -333,10 +333,7 @@ def plot_loss_curve(history: list[dict[str, Any]], path: Path, title: str) -> Pa
     acc.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    return write_figure(path, fig, dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------

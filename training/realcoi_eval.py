@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bioscan_clip_hf.atomic import atomic_path, check_writable, write_json, write_text
+from bioscan_clip_hf.atomic import check_writable, write_figure, write_json, write_text
 from training.arguments import ConfigError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -343,10 +343,7 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
     fig.suptitle(f"Real COI barcodes, {'/'.join(summary['query_splits'])} queries pooled over splits "
                  f"{summary['split_seeds']}; labels: trained − 5-mer NN [95 % paired bootstrap CI]", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    return write_figure(path, fig, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,13 +119,13 @@ def count_stream_records(cfg: TrainConfig, splits: list[str], ds) -> int | None:
     info = getattr(getattr(ds, "info", None), "splits", None)
     if info and all(s in info for s in splits):
         return sum(info[s].num_examples for s in splits)
-    data_dir = Path(cfg.dataset) / "data"
-    if data_dir.is_dir():
-        import pyarrow.parquet as pq
+    shards = list_shards(cfg.dataset)
+    files = [f for s in splits for f in shards.get(s, [])]
+    if not files:
+        return None
+    import pyarrow.parquet as pq
 
-        files = [f for s in splits for f in sorted(data_dir.glob(f"{s}-*.parquet"))]
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files) if files else None
-    return None
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
 class SeededCollate:

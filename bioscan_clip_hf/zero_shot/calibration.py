@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import finite_json
 from ..taxonomy import RANKS
 from .evidence import (
     POOLING, SHORTLIST, Candidates, KeySource, Shortlist, expected_calibration_error, fit_temperatures, mean_nll, shortlist_depth,
@@ -80,7 +80,7 @@ class LibraryCalibration:
         return NoveltyModel.from_dict(entry) if entry else None
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite({"format": FORMAT, "probability": self.probability, "novelty": self.novelty, **self.info})
+        return finite_json({"format": FORMAT, "probability": self.probability, "novelty": self.novelty, **self.info})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "LibraryCalibration | None":
@@ -131,17 +131,6 @@ def stored_sources(data: dict[str, Any]) -> set[str]:
     """The evidence sources a stored calibration's plans and novelty models read (its layout checked
     by :func:`unusable_reason` first)."""
     return {name for part in ("probability", "novelty") for entry in data.get(part, {}).values() for name in entry["sources"]}
-
-
-def _finite(obj: Any) -> Any:
-    """Strict JSON: non-finite floats become None."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def candidate_sources(query_modality: str, method: str, available: Sequence[str]) -> list[list[str]]:

@@ -208,22 +208,27 @@ class ZeroShotClassifier:
         """Image and DNA features of the queries that have them, keyed by tower; (features, errors)."""
         out: dict[str, tuple[torch.Tensor, list]] = {}
         towers = {t: [i for i, q in enumerate(queries) if getattr(q, t) is not None and q.error is None] for t in ("image", "dna")}
-        total, offset = sum(len(r) for r in towers.values()), 0
+        # One forward per input object: the Space asks for a specimen's fused, photo-only and barcode-only
+        # answers with the same photo and barcode objects.
+        unique = {t: list({id(getattr(queries[i], t)): getattr(queries[i], t) for i in rows}.values())
+                  for t, rows in towers.items()}
+        total, offset = sum(len(u) for u in unique.values()), 0
         for tower, fn in (("image", encode_images), ("dna", encode_dna)):
-            rows = towers[tower]
+            rows, items = towers[tower], unique[tower]
             if not rows:
                 continue
-            items = [getattr(queries[i], tower) for i in rows]
+            slot = {id(item): k for k, item in enumerate(items)}
+            order = [slot[id(getattr(queries[i], tower))] for i in rows]
             hook = None if callback is None else (lambda done, _n, base=offset: callback(base + done, total))
             workers = {"num_workers": self.num_workers} if tower == "image" else {}
             feats, errors = fn(self.model, self.processor, items, batch_size=batch_size, progress=progress, callback=hook,
                                **workers)
-            offset += len(rows)
+            offset += len(items)
             full = torch.zeros(len(queries), feats.shape[1])
-            full[rows] = feats
+            full[rows] = feats[order]
             errs: list = [None] * len(queries)
-            for i, e in zip(rows, errors):
-                errs[i] = e
+            for i, k in zip(rows, order):
+                errs[i] = errors[k]
             out[tower] = (full, errs)
         return out
 

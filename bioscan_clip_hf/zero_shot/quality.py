@@ -54,10 +54,6 @@ class QuerySet:
                         [self.lineages[i] for i in rows])
 
 
-def _query_modality(plan_key: str) -> str:
-    return plan_key.split("/")[0]
-
-
 def score_queries(index: TaxonIndex, sources: dict[str, KeySource], cal: LibraryCalibration, queries: QuerySet,
            methods: Sequence[str], confidence: float) -> dict[str, Any]:
     """Per method and novelty model, the per-query outcomes of ``cal`` on ``queries``; pool the
